@@ -1,0 +1,26 @@
+# Everything a fresh machine needs: `make run` (the app) and `make test` (the suite).
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/chattune $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(VENV)/bin/chattune bench all --json bench.json
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""One module per `chattune` subcommand, each with register(subparsers)."""
