@@ -199,10 +199,15 @@ class FeedbackStore:
             self._conn.close()
             raise ChattuneError(f"{self.path} is not a usable chattune feedback store: {err}",
                                 "move the file away or choose another workspace with --workspace") from err
+        except BaseException:
+            self._conn.close()
+            raise
 
     # -- plumbing -------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # the usual case: no write lock taken, so opening never waits for a long import
         with self.transaction():  # IMMEDIATE: two processes opening a new file migrate once
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -401,15 +406,17 @@ class FeedbackStore:
 
     def stats(self) -> dict:
         """Counts by kind and split; `usable` = records that are training data (not flagged).
-        Also `sft` and `dpo`: {split: examples in that view}."""
+        Also `sft` and `dpo`: {split: examples in that view}, and `kind_splits`: {kind: {split: n}}."""
         with self._lock:
             rows = self._conn.execute("SELECT kind, split, COUNT(*) FROM records GROUP BY kind, split").fetchall()
         stats = {"total": 0, "kinds": dict.fromkeys(KINDS, 0), "splits": dict.fromkeys(SPLITS, 0), "usable": 0,
-                 "sft": dict.fromkeys(SPLITS, 0), "dpo": dict.fromkeys(SPLITS, 0)}
+                 "sft": dict.fromkeys(SPLITS, 0), "dpo": dict.fromkeys(SPLITS, 0),
+                 "kind_splits": {kind: dict.fromkeys(SPLITS, 0) for kind in KINDS}}
         for kind, split, n in rows:
             stats["total"] += n
             stats["kinds"][kind] += n
             stats["splits"][split] += n
+            stats["kind_splits"][kind][split] += n
             stats["usable"] += 0 if kind == "flagged" else n
             stats["sft"][split] += n if kind in SFT_KINDS else 0
             stats["dpo"][split] += n if kind in DPO_KINDS else 0

@@ -1,0 +1,382 @@
+"""Import and export of training data: OpenAI chat JSONL, ShareGPT, Alpaca and DPO JSONL.
+
+What an imported line becomes:
+- openai / sharegpt / alpaca: an `approved` record whose reply is the final assistant turn (the
+  file says the answer is good; there is no wrong reply to remember).
+- dpo: a `corrected` record: correction = chosen, reply = rejected.
+
+What an export holds (records are written oldest first):
+- openai / sharegpt / alpaca, view `sft` (default): approved and corrected records, the answer
+  being the approved reply or the correction. View `dpo`: corrected and preference records with
+  the chosen reply as the answer.
+- dpo (view `dpo` only): TRL's conversational preference format,
+  {"prompt": [messages], "chosen": [{"role": "assistant", ...}], "rejected": [...]}.
+
+So export then import into an empty store gives the same records (messages, answer, split) for
+every record the format can hold: SFT formats bring corrected records back as approved with the
+correction as the reply, DPO brings preference votes back as corrected. Exporting that store again
+gives the same file byte for byte.
+
+Files are read one line at a time with a length cap (a 50 MB line is refused, never parsed); a JSON
+array file (the usual Alpaca/ShareGPT download) is accepted as well. An import is one transaction:
+any bad line aborts it with the file, the line and the problem, and the store is left unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import ChattuneError
+from engine.splits import check_split
+from engine.store import FeedbackStore, check_messages
+
+FORMATS = ("openai", "sharegpt", "alpaca", "dpo")
+VIEWS = ("sft", "dpo")
+MAX_LINE_BYTES = 8 << 20  # a chat example larger than this is a broken file, not data
+MAX_ARRAY_FILE_BYTES = 512 << 20  # a JSON array must be read whole; JSONL has no such limit
+
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                   "assistant": "assistant"}
+_SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example, independent of file format."""
+
+    messages: list[dict]  # context, ends with a user turn
+    answer: str
+    rejected: str | None = None  # set for DPO pairs
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    path: Path
+    format: str
+    added: int
+    duplicates: int  # lines equal (after case/whitespace folding) to a stored record, skipped
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: str
+    view: str
+    count: int
+
+
+# -- parsing one JSON object per format -----------------------------------------------------------
+
+
+def _require(obj: dict, keys: tuple[str, ...], fmt_name: str) -> None:
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        found = ", ".join(repr(k) for k in obj) or "none"
+        raise ChattuneError(f"expected keys {', '.join(repr(k) for k in keys)} ({fmt_name}), found {found}")
+
+
+def _string(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise ChattuneError(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _split_answer(messages: list[dict], what: str) -> Example:
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ChattuneError(f"{what} must end with an assistant turn (the answer)")
+    return Example(check_messages(messages[:-1], what), messages[-1]["content"])
+
+
+def parse_openai(obj: dict) -> Example:
+    _require(obj, ("messages",), "OpenAI chat format")
+    messages = obj["messages"]
+    if not isinstance(messages, list):
+        raise ChattuneError(f"'messages' must be a list, got {type(messages).__name__}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ChattuneError(f"messages[{i}] must be an object, got {type(message).__name__}")
+        _string(message.get("role"), f"messages[{i}].role")
+        _string(message.get("content"), f"messages[{i}].content")
+    return _split_answer([{"role": m["role"], "content": m["content"]} for m in messages], "messages")
+
+
+def parse_sharegpt(obj: dict) -> Example:
+    _require(obj, ("conversations",), "ShareGPT format")
+    turns = obj["conversations"]
+    if not isinstance(turns, list):
+        raise ChattuneError(f"'conversations' must be a list, got {type(turns).__name__}")
+    messages = []
+    if "system" in obj:
+        messages.append({"role": "system", "content": _string(obj["system"], "'system'")})
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise ChattuneError(f"conversations[{i}] must be an object, got {type(turn).__name__}")
+        _require(turn, ("from", "value"), f"ShareGPT turn {i}")
+        speaker = _string(turn["from"], f"conversations[{i}].from")
+        if speaker not in _SHAREGPT_ROLES:
+            raise ChattuneError(f"conversations[{i}].from must be one of {', '.join(_SHAREGPT_ROLES)}, "
+                                f"got {speaker!r}")
+        messages.append({"role": _SHAREGPT_ROLES[speaker],
+                         "content": _string(turn["value"], f"conversations[{i}].value")})
+    return _split_answer(messages, "conversations")
+
+
+def parse_alpaca(obj: dict) -> Example:
+    _require(obj, ("instruction", "output"), "Alpaca format")
+    instruction = _string(obj["instruction"], "'instruction'")
+    extra = _string(obj.get("input", ""), "'input'")
+    messages = []
+    if obj.get("system"):
+        messages.append({"role": "system", "content": _string(obj["system"], "'system'")})
+    history = obj.get("history") or []
+    if not isinstance(history, list):
+        raise ChattuneError(f"'history' must be a list of [instruction, answer] pairs, got {type(history).__name__}")
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise ChattuneError(f"history[{i}] must be a pair of strings [instruction, answer]")
+        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    messages.append({"role": "user", "content": f"{instruction}\n{extra}" if extra else instruction})
+    return Example(check_messages(messages), _string(obj["output"], "'output'"))
+
+
+def _dpo_side(value, what: str) -> str:
+    """A DPO answer: a string, or TRL's conversational [{"role": "assistant", "content": ...}]."""
+    if isinstance(value, list):
+        if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
+            raise ChattuneError(f"'{what}' must be a string or a list holding one assistant message")
+        return _string(value[0].get("content"), f"'{what}' content")
+    return _string(value, f"'{what}'")
+
+
+def parse_dpo(obj: dict) -> Example:
+    _require(obj, ("prompt", "chosen", "rejected"), "DPO format")
+    prompt = obj["prompt"]
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, list):
+        messages = check_messages(prompt, "prompt")
+    else:
+        raise ChattuneError(f"'prompt' must be a string or a list of messages, got {type(prompt).__name__}")
+    return Example(messages, _dpo_side(obj["chosen"], "chosen"), _dpo_side(obj["rejected"], "rejected"))
+
+
+_PARSERS: dict[str, Callable[[dict], Example]] = {
+    "openai": parse_openai, "sharegpt": parse_sharegpt, "alpaca": parse_alpaca, "dpo": parse_dpo}
+
+
+def detect_format(obj: dict) -> str | None:
+    if "messages" in obj:
+        return "openai"
+    if "conversations" in obj:
+        return "sharegpt"
+    if "instruction" in obj and "output" in obj:
+        return "alpaca"
+    if {"prompt", "chosen", "rejected"} <= obj.keys():
+        return "dpo"
+    return None
+
+
+# -- writing one example per format ---------------------------------------------------------------
+
+
+def to_openai(example: Example) -> dict:
+    return {"messages": example.messages + [{"role": "assistant", "content": example.answer}]}
+
+
+def to_sharegpt(example: Example) -> dict:
+    turns = example.messages + [{"role": "assistant", "content": example.answer}]
+    return {"conversations": [{"from": _SHAREGPT_FROM[m["role"]], "value": m["content"]} for m in turns]}
+
+
+def to_alpaca(example: Example) -> dict:
+    messages = list(example.messages)
+    row = {"instruction": messages.pop()["content"], "input": "", "output": example.answer}
+    if messages and messages[0]["role"] == "system":
+        row["system"] = messages.pop(0)["content"]
+    roles = [m["role"] for m in messages]
+    if roles != ["user", "assistant"] * (len(messages) // 2):
+        raise ChattuneError("a conversation whose turns do not alternate user/assistant cannot be written as Alpaca",
+                            "export it with --format openai or sharegpt")
+    if messages:
+        row["history"] = [[messages[i]["content"], messages[i + 1]["content"]] for i in range(0, len(messages), 2)]
+    return row
+
+
+def to_dpo(example: Example) -> dict:
+    return {"prompt": example.messages, "chosen": [{"role": "assistant", "content": example.answer}],
+            "rejected": [{"role": "assistant", "content": example.rejected}]}
+
+
+_WRITERS: dict[str, Callable[[Example], dict]] = {
+    "openai": to_openai, "sharegpt": to_sharegpt, "alpaca": to_alpaca, "dpo": to_dpo}
+
+
+# -- reading files --------------------------------------------------------------------------------
+
+
+def _read_objects(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON value) for a JSONL file, or for each element of a JSON array file."""
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise ChattuneError(f"cannot read {path}: {err.strerror}", "check the file name") from err
+    with f:
+        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+        f.seek(0)
+        if not head:
+            raise ChattuneError(f"{path} is empty", "an import file holds one JSON object per line")
+        if head.startswith(b"["):
+            yield from _read_array(path, f)
+            return
+        number = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise _line_error(path, number, f"line is longer than {MAX_LINE_BYTES >> 20} MiB")
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise _line_error(path, number, f"not UTF-8 text (bad byte at column {err.start + 1})") from None
+            if not text.strip():
+                continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError as err:
+                cut = "" if raw.endswith(b"\n") else "; the file ends inside this line (cut short?)"
+                raise _line_error(path, number, f"invalid JSON ({err.msg}, column {err.colno}){cut}") from None
+
+
+def _read_array(path: Path, f) -> Iterator[tuple[int, object]]:
+    size = os.fstat(f.fileno()).st_size
+    if size > MAX_ARRAY_FILE_BYTES:
+        raise ChattuneError(f"{path} is a {size >> 20} MiB JSON array, too big to read at once",
+                            "convert it to JSONL (one object per line), which has no size limit")
+    data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _line_error(path, data.count(b"\n", 0, err.start) + 1, "not UTF-8 text") from None
+    decoder = json.JSONDecoder()
+    pos, line, counted = text.index("[") + 1, 1, 0
+
+    def skip_space(at: int) -> int:
+        while at < len(text) and text[at] in " \t\r\n":
+            at += 1
+        return at
+
+    while True:
+        pos = skip_space(pos)
+        line += text.count("\n", counted, pos)
+        counted = pos
+        if pos < len(text) and text[pos] == "]":
+            break
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise _line_error(path, err.lineno, f"invalid JSON ({err.msg}, column {err.colno})") from None
+        yield line, value
+        pos = skip_space(end)
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+        elif pos >= len(text) or text[pos] != "]":
+            raise _line_error(path, text.count("\n", 0, pos) + 1, "expected ',' or ']' after an array element")
+    if skip_space(pos + 1) != len(text):
+        raise _line_error(path, text.count("\n", 0, pos) + 1, "unexpected text after the JSON array")
+
+
+def _line_error(path: Path, line: int, problem: str) -> ChattuneError:
+    return ChattuneError(f"{path} line {line}: {problem}", "fix that line and import again; nothing was imported")
+
+
+# -- import and export ----------------------------------------------------------------------------
+
+
+def import_file(store: FeedbackStore, path: str | os.PathLike, fmt: str | None = None) -> ImportResult:
+    """Add every example in the file, or none: the whole import is one transaction."""
+    path = Path(path)
+    if fmt is not None:
+        _check_format(fmt)
+    added = duplicates = 0
+    source = {"source": path.name}
+    with store.transaction():
+        for number, obj in _read_objects(path):
+            try:
+                if not isinstance(obj, dict):
+                    raise ChattuneError(f"expected a JSON object, got {type(obj).__name__}")
+                if fmt is None:
+                    fmt = detect_format(obj)
+                    if fmt is None:
+                        raise ChattuneError(f"cannot tell the format from keys {', '.join(map(repr, obj)) or 'none'}"
+                                            f"; pass --format ({', '.join(FORMATS)})")
+                example = _PARSERS[fmt](obj)
+                if example.rejected is None:
+                    result = store.add_feedback("approved", example.messages, example.answer, meta=source)
+                else:
+                    result = store.add_feedback("corrected", example.messages, example.rejected,
+                                                correction=example.answer, meta=source)
+            except ChattuneError as err:
+                raise _line_error(path, number, err.problem) from None
+            duplicates += result.duplicate
+            added += not result.duplicate
+    if fmt is None:
+        raise ChattuneError(f"{path} holds no records", "an import file holds one JSON object per line")
+    return ImportResult(path, fmt, added, duplicates)
+
+
+def examples(store: FeedbackStore, view: str, split: str | None = None) -> list[Example]:
+    """The store's training view as format-independent examples, oldest first."""
+    if view == "sft":
+        return [Example(row["messages"][:-1], row["messages"][-1]["content"]) for row in store.sft_examples(split)]
+    return [Example(row["prompt"], row["chosen"], row["rejected"]) for row in store.dpo_pairs(split)]
+
+
+def export_file(store: FeedbackStore, path: str | os.PathLike, fmt: str, split: str | None = None,
+                view: str | None = None) -> ExportResult:
+    """Write the view in `fmt` to a temporary file beside `path`, then rename it into place."""
+    _check_format(fmt)
+    if split is not None:
+        check_split(split)
+    view = view or ("dpo" if fmt == "dpo" else "sft")
+    if view not in VIEWS:
+        raise ChattuneError(f"unknown view {view!r}", f"use one of {', '.join(VIEWS)}")
+    if fmt == "dpo" and view == "sft":
+        raise ChattuneError("SFT examples have no rejected reply, so they cannot be written as DPO",
+                            "use --view dpo, or another --format")
+    rows = examples(store, view, split)
+    if not rows:
+        which = "approved or corrected" if view == "sft" else "corrected or preference"
+        raise ChattuneError(f"nothing to export: no {which} records{f' in split {split}' if split else ''}",
+                            "see `chattune data stats`")
+    lines = [json.dumps(_WRITERS[fmt](row), ensure_ascii=False) + "\n" for row in rows]
+    path = Path(path)
+    write_atomic(path, "".join(lines).encode("utf-8"))
+    return ExportResult(path, fmt, view, len(rows))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it 0600; an export is meant to be shared
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ChattuneError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
