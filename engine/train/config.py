@@ -15,6 +15,7 @@ from engine.errors import ChattuneError
 METHODS = ("sft", "dpo")
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("auto", "none", "4bit")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULERS = ("linear", "cosine", "constant")
 FEW_EXAMPLES = 50  # below this, the run warns: curated sets of about 50+ examples work much better
 
@@ -78,6 +79,10 @@ class TrainConfig:
     seed: int = 42
     quantization: str = "auto"  # auto: 4bit (QLoRA) on CUDA, none (LoRA) on CPU
     device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
+    # Compute precision. auto: bf16 on CUDA, fp32 on CPU. bf16 on a CPU with AMX/AVX512-BF16 trains
+    # about 1.6x faster (measured on SmolLM2-135M) at slightly lower precision.
+    precision: str = "auto"
+    template: str | None = None  # a chat-template override from prompts/templates/, as in the chat
     # False: each batch is flattened into one sequence without padding (padding-free).
     # True: examples are packed best-fit into rows of max_seq_len tokens (fewer, fuller steps).
     packing: bool = False
@@ -104,6 +109,8 @@ class TrainConfig:
             bad(f"device {self.device!r}", f"use one of {', '.join(DEVICES)}")
         if self.quantization not in QUANTIZATIONS:
             bad(f"quantization {self.quantization!r}", f"use one of {', '.join(QUANTIZATIONS)}")
+        if self.precision not in PRECISIONS:
+            bad(f"precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.lr_scheduler not in SCHEDULERS:
             bad(f"lr scheduler {self.lr_scheduler!r}", f"use one of {', '.join(SCHEDULERS)}")
         for name in ("epochs", "learning_rate", "lora_r", "lora_alpha"):

@@ -1,0 +1,182 @@
+"""Adapter hot swap: apply, switch and clear in the live engine, against what users do today,
+which is reloading the model with the adapter (llama-cpp-python only takes a LoRA at construction)."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+from engine.bench.chat import conversations
+from engine.bench.common import Context, PartResult, Row, column, paired, repeat, summarize, timed
+from engine.engines.base import GenParams
+
+FIRST_TOKEN = GenParams(max_tokens=1, temperature=0.0)
+
+
+def bench_adapters(ctx: Context):
+    """Two random adapters for the model (peft + GGUF LoRA), built once per bench run."""
+    if "adapters" not in ctx.cache:
+        from engine.bench.adapters import random_adapters
+        from engine.models import trainable_base
+
+        base_dir = trainable_base(ctx.spec, ctx.workspace, progress=ctx.progress)
+        ctx.progress("swap: building two random rank-16 LoRA adapters (peft and GGUF)")
+        ctx.cache["adapters"] = (base_dir, random_adapters(base_dir, ctx.scratch / "adapters"))
+    return ctx.cache["adapters"]
+
+
+def _swap_cycles(engine, names: tuple[str, str], trials: int) -> list[dict]:
+    """base -> a (apply), a -> b (switch), b -> base (clear), `trials` times."""
+    a, b = names
+
+    def cycle(_i: int) -> dict:
+        return {"apply": timed(lambda: engine.set_adapter(a)), "switch": timed(lambda: engine.set_adapter(b)),
+                "clear": timed(lambda: engine.set_adapter(None))}
+
+    return repeat(cycle, trials)
+
+
+def _switch_then_reply(engine, names: tuple[str, str], messages: list[dict]):
+    """A trial function: switch to the adapter not in effect, and take a one-token reply."""
+    state = {"current": names[0]}
+    engine.set_adapter(names[0])
+
+    def trial(_i: int) -> dict:
+        target = names[1] if state["current"] == names[0] else names[0]
+        start = time.perf_counter()
+        engine.set_adapter(target)
+        engine.stream(messages, FIRST_TOKEN).collect()
+        state["current"] = target
+        return {"first": time.perf_counter() - start}
+
+    return trial
+
+
+def _rows(loads: list[float], cycles: list[dict], ours_first: list[dict], reloads: list[dict],
+          base_reloads: list[dict], reload_what: str) -> list[Row]:
+    reload_adapter = summarize(column(reloads, "reload", 1000))
+    return [
+        Row("load adapter (once)", "ms", summarize([s * 1000 for s in loads]), None, better="lower",
+            note="our one-time cost per adapter; the baseline has no equivalent"),
+        Row("apply: base -> adapter", "ms", summarize(column(cycles, "apply", 1000)), reload_adapter,
+            better="lower", note=f"baseline: {reload_what} with the adapter"),
+        Row("switch: adapter -> adapter", "ms", summarize(column(cycles, "switch", 1000)), reload_adapter,
+            better="lower", note=f"baseline: {reload_what} with the other adapter"),
+        Row("clear: adapter -> base", "ms", summarize(column(cycles, "clear", 1000)),
+            summarize(column(base_reloads, "reload", 1000)), better="lower",
+            note=f"baseline: {reload_what} without an adapter"),
+        Row("switch + 1-token reply", "ms", summarize(column(ours_first, "first", 1000)),
+            summarize(column(reloads, "reload_first", 1000)), better="lower",
+            note="end to end: the swap's cost shows in the next reply too"),
+    ]
+
+
+# --- llama.cpp ----------------------------------------------------------------------------------
+
+
+def llamacpp_swap(ctx: Context) -> PartResult:
+    part = PartResult("swap-llamacpp")
+    if not ctx.spec.is_gguf:
+        part.status, part.reason = "skipped", "the llama.cpp engine needs a GGUF model (this one is an HF folder)"
+        return part
+    from engine.bench.raw_llama import GUARD_NOTE, engine_threads, raw_llama
+    from engine.engines import open_engine
+
+    _base_dir, refs = bench_adapters(ctx)
+    names = (refs[0].name, refs[1].name)
+    messages = conversations()[0]
+    ctx.progress("swap (llama.cpp): apply, switch and clear in the live engine")
+    engine = open_engine("llamacpp", ctx.spec, ctx.workspace)
+    threads = engine_threads(engine)
+    try:
+        loads = [timed(lambda ref=ref: engine.load_adapter(ref)) for ref in refs]
+        cycles = _swap_cycles(engine, names, ctx.budget.fast_trials)
+
+        def reload(i: int) -> dict:
+            start = time.perf_counter()
+            llm = raw_llama(ctx.spec.path, threads, lora_path=refs[i % 2].gguf_path)
+            loaded = time.perf_counter()
+            for _chunk in llm.create_chat_completion(messages, max_tokens=1, temperature=0.0, stream=True):
+                pass
+            done = time.perf_counter()
+            llm.close()
+            return {"reload": loaded - start, "reload_first": done - start}
+
+        def reload_base(_i: int) -> dict:
+            start = time.perf_counter()
+            llm = raw_llama(ctx.spec.path, threads)
+            loaded = time.perf_counter()
+            llm.close()
+            return {"reload": loaded - start}
+
+        ctx.progress("swap (llama.cpp): against reloading Llama(model, lora_path=...)")
+        ours_first, reloads = paired(_switch_then_reply(engine, names, messages), reload, ctx.budget.trials)
+        base_reloads = repeat(reload_base, ctx.budget.trials)
+    finally:
+        engine.close()
+    part.rows = _rows(loads, cycles, ours_first, reloads, base_reloads, "Llama(model_path, ...) construction")
+    part.ours = ("LlamaCppEngine.set_adapter(): llama_set_adapters_lora on the live context, KV cache reset; "
+                 "adapters loaded once with llama_adapter_lora_init")
+    part.baseline = ("llama_cpp.Llama(model_path, lora_path=ADAPTER.gguf) built anew (llama-cpp-python's way to "
+                     "change adapters, its issue #1302); the 1-token reply uses create_chat_completion")
+    part.notes = [GUARD_NOTE, "adapters: two random rank-16 LoRAs on every linear layer, converted with "
+                              "engine.gguf_lora.convert_peft_to_gguf",
+                  f"{ctx.budget.fast_trials} swap cycles, {ctx.budget.trials} reloads"]
+    return part
+
+
+# --- transformers -------------------------------------------------------------------------------
+
+
+def transformers_swap(ctx: Context) -> PartResult:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from engine.engines import open_engine
+
+    part = PartResult("swap-transformers")
+    base_dir, refs = bench_adapters(ctx)
+    names = (refs[0].name, refs[1].name)
+    messages = conversations()[0]
+    ctx.progress("swap (transformers): apply, switch and clear in the live engine")
+    engine = open_engine("transformers", ctx.spec, ctx.workspace)
+    dtype, device, tokenizer = engine.model.dtype, engine.device, engine.tokenizer
+    try:
+        loads = [timed(lambda ref=ref: engine.load_adapter(ref)) for ref in refs]
+        cycles = _swap_cycles(engine, names, ctx.budget.fast_trials)
+
+        def load_model():
+            return AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device).eval()
+
+        def reload(i: int) -> dict:
+            start = time.perf_counter()
+            model = PeftModel.from_pretrained(load_model(), str(refs[i % 2].peft_dir))
+            loaded = time.perf_counter()
+            inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                   return_dict=True).to(device)
+            model.generate(**inputs, max_new_tokens=1, do_sample=False)
+            done = time.perf_counter()
+            del model
+            gc.collect()
+            return {"reload": loaded - start, "reload_first": done - start}
+
+        def reload_base(_i: int) -> dict:
+            start = time.perf_counter()
+            model = load_model()
+            loaded = time.perf_counter()
+            del model
+            gc.collect()
+            return {"reload": loaded - start}
+
+        ctx.progress("swap (transformers): against reloading the model and PeftModel.from_pretrained")
+        ours_first, reloads = paired(_switch_then_reply(engine, names, messages), reload, ctx.budget.slow_trials)
+        base_reloads = repeat(reload_base, ctx.budget.slow_trials)
+    finally:
+        engine.close()
+    part.rows = _rows(loads, cycles, ours_first, reloads, base_reloads, "AutoModelForCausalLM.from_pretrained")
+    part.ours = ("TransformersEngine.set_adapter(): peft adapters loaded once into the live model, then "
+                 "set_adapter / disable_adapters")
+    part.baseline = ("AutoModelForCausalLM.from_pretrained(base) + PeftModel.from_pretrained(ADAPTER) anew; "
+                     "the 1-token reply uses model.generate")
+    part.notes = [f"device {device}; {ctx.budget.fast_trials} swap cycles, {ctx.budget.slow_trials} reloads"]
+    return part

@@ -1,0 +1,80 @@
+"""Training speed: our recipe (TRL's SFTTrainer, padding-free) against a plain transformers Trainer +
+peft that pads each batch, on the same examples, LoRA and optimizer steps, one process each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from engine.bench.common import Context, PartResult, Row, summarize
+
+TARGET = 1.3
+BATCH_SIZE = 4  # TrainConfig's default
+
+
+def train_part(ctx: Context) -> PartResult:
+    from engine.bench.examples import bench_rows
+    from engine.models import trainable_base
+    from engine.train.config import TrainConfig
+
+    part = PartResult("train")
+    base_dir = trainable_base(ctx.spec, ctx.workspace, progress=ctx.progress)
+    rows = bench_rows()[:ctx.budget.train_examples]
+    cfg = TrainConfig(epochs=ctx.budget.train_epochs, batch_size=BATCH_SIZE).resolved(len(rows))
+    job = {"base_dir": str(base_dir), "config": cfg.to_dict(), "rows": rows}
+    # Ours first: the baseline copies its TrainingArguments, so both train with the same settings.
+    ctx.progress(f"train: our recipe, {len(rows)} examples x {cfg.epochs} epochs (own process)")
+    ours = _run_side(ctx, "ours", job)
+    ctx.progress("train: transformers Trainer + peft baseline, same examples and steps (own process)")
+    base = _run_side(ctx, "baseline", {**job, "shared_args": ours["shared_args"]})
+
+    part.rows = [
+        Row("tokens/s (after step 1)", "tok/s", summarize([ours["tokens_per_s"]]),
+            summarize([base["tokens_per_s"]]), better="higher", target=TARGET,
+            note="real tokens of the examples per second, padding not counted"),
+        Row("tokens/s (whole run)", "tok/s", summarize([ours["tokens_per_s_all"]]),
+            summarize([base["tokens_per_s_all"]]), better="higher"),
+        Row("peak memory", "MB", summarize([ours["peak_mem_mb"]]), summarize([base["peak_mem_mb"]]),
+            better="lower", note="peak RSS of the training process" if ours["device"] == "cpu"
+            else "torch.cuda.max_memory_allocated"),
+        Row("final loss (last epoch mean)", "loss", summarize([ours["last_epoch_loss"]]),
+            summarize([base["last_epoch_loss"]]), better="",
+            note="not a speed: shows the speed was not bought with quality"),
+    ]
+    padding = 1 - base["tokens"] / base["positions"] if base["positions"] else 0.0
+    part.ours = ("engine.train.recipe.build_trainer: TRL SFTTrainer, padding-free (each batch flattened into "
+                 "one sequence), loss on the answers")
+    part.baseline = ("transformers Trainer + peft get_peft_model, DataCollatorForSeq2Seq(padding='longest'), "
+                     "loss on the answers, TrainingArguments copied from ours")
+    part.notes = [
+        f"{ours['examples']} examples ({ours['tokens']} real tokens seen by ours, {base['tokens']} by the "
+        f"baseline), {ours['steps']} optimizer steps each "
+        f"(baseline {base['steps']}), batch {cfg.batch_size}, LoRA r={cfg.lora_r} alpha={cfg.lora_alpha} on "
+        f"{cfg.target_modules}, lr {cfg.learning_rate:g}, {ours['device']} {ours['precision']}",
+        f"the baseline spent {padding:.0%} of its token positions on padding",
+        "tokens/s after step 1 leaves out the first step's warm-up; one run per side",
+    ]
+    if ours["shared_args"] != base["shared_args"]:
+        different = sorted(k for k in ours["shared_args"] if ours["shared_args"][k] != base["shared_args"].get(k))
+        part.notes.append(f"warning: the trainers' settings differ in {', '.join(different)}")
+    part.details = {side: {k: v for k, v in result.items() if k != "shared_args"}
+                    for side, result in (("ours", ours), ("baseline", base))}
+    part.details["settings"] = ours["shared_args"]
+    return part
+
+
+def _run_side(ctx: Context, side: str, job: dict) -> dict:
+    folder = ctx.scratch / f"train-{side}"
+    folder.mkdir(parents=True, exist_ok=True)
+    job_file, result_file, log_file = folder / "job.json", folder / "result.json", folder / "worker.log"
+    job_file.write_text(json.dumps({**job, "side": side, "out_dir": str(folder / "out")}), encoding="utf-8")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    with log_file.open("w", encoding="utf-8") as log:
+        code = subprocess.call([sys.executable, "-m", "engine.bench.train_worker", str(job_file), str(result_file)],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    if code != 0 or not result_file.is_file():
+        tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-8:]
+        raise RuntimeError(f"the {side} training process failed (exit {code}): " + " | ".join(tail))
+    return json.loads(result_file.read_text(encoding="utf-8"))

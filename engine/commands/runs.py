@@ -1,0 +1,80 @@
+"""`chattune runs [RUN]`: the training runs in the workspace, or one run in detail."""
+
+from __future__ import annotations
+
+import json
+
+from engine.workspace import Workspace
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("runs", help="list training runs (status, losses), or show one",
+                              description="Training runs, oldest first, with their status read from the run "
+                                          "folders. Name a run to see its config, metrics and files.")
+    p.add_argument("run", nargs="?", help="show this run in detail")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_runs)
+
+
+def run_runs(args) -> int:
+    from engine.train.rundir import list_runs, load_run
+
+    workspace = Workspace.open(args.workspace)
+    if args.run:
+        from engine.train.rundir import read_run_config
+
+        run_dir = workspace.run_dir(args.run)
+        read_run_config(run_dir)  # a clear error when it is not a run
+        info = load_run(run_dir)
+        return _show_json([info]) if args.json else _show_one(info)
+    runs = list_runs(workspace)
+    if args.json:
+        return _show_json(runs)
+    if not runs:
+        print(f"no training runs yet in {workspace.runs_dir} (start one with `chattune train`)")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "status", "method", "examples", "steps", "train loss", "eval loss", "created")
+    for info in runs:
+        table.add_row(info.name, info.status, info.method, f"{info.examples} (+{info.val_examples} val)",
+                      f"{info.step}/{info.max_steps}" if info.max_steps else "-", _num(info.final_loss),
+                      _num(info.eval_loss), info.created_at.replace("T", " ")[:16])
+    Console().print(table)
+    return 0
+
+
+def _show_one(info) -> int:
+    print(f"run        {info.name}  ({info.status})")
+    print(f"folder     {info.run_dir}")
+    print(f"base       {info.base}")
+    print(f"method     {info.method}, {info.examples} training / {info.val_examples} validation examples")
+    print(f"progress   step {info.step}/{info.max_steps}, train loss {_num(info.final_loss)}, "
+          f"eval loss {_num(info.eval_loss)}" + (f", {info.elapsed_s:.0f} s" if info.elapsed_s else ""))
+    if info.message:
+        print(f"note       {info.message}")
+    if info.adapter:
+        print(f"adapter    {info.adapter}")
+    if info.gguf:
+        print(f"gguf       {info.gguf}")
+    print(f"log        {info.log}")
+    print("config     " + ", ".join(f"{k}={v}" for k, v in info.config.items() if v not in (None, {}, [])))
+    if info.eval_losses:
+        print("eval loss  " + "  ".join(f"step {step}: {loss:.4f}" for step, loss in info.eval_losses))
+    return 0
+
+
+def _show_json(runs) -> int:
+    print(json.dumps([{
+        "name": r.name, "status": r.status, "method": r.method, "examples": r.examples,
+        "val_examples": r.val_examples, "step": r.step, "max_steps": r.max_steps, "final_loss": r.final_loss,
+        "eval_loss": r.eval_loss, "created_at": r.created_at, "message": r.message, "run_dir": str(r.run_dir),
+        "adapter": str(r.adapter) if r.adapter else None, "gguf": str(r.gguf) if r.gguf else None,
+        "config": r.config,
+    } for r in runs], indent=2))
+    return 0
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

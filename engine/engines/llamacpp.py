@@ -1,0 +1,200 @@
+"""The llama.cpp engine: GGUF models on CPU (or a GPU build), GGUF LoRA adapters swapped at runtime."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+from collections.abc import Iterator
+
+from engine.adapters import AdapterRef
+from engine.engines.base import GenParams, ReplyStream, speaker_label
+from engine.errors import AdapterError, ChattuneError, ModelNotFound
+from engine.prompts import template_override
+from engine.templates import model_template, render_chat
+
+MAX_CTX = 4096
+DEFAULT_PARAMS = GenParams()
+_DEFAULT_PARAMS_LOCK = threading.Lock()  # load_llama swaps llama_cpp's default-params function
+
+
+def load_llama(path: str, n_ctx: int = MAX_CTX):
+    """llama_cpp.Llama with weight repacking ("extra buffer types") switched off.
+
+    A native build on a CPU with AMX segfaults as soon as a quantized model evaluates a batch of
+    more than one token through the repacked AMX buffers. Llama() does not expose
+    `use_extra_bufts`, so it gets model params whose default has it off while it builds them.
+    """
+    import llama_cpp
+    from llama_cpp import llama_cpp as lib
+
+    default_params = lib.llama_model_default_params
+
+    def guarded_params():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # Half the logical cores: the physical ones on SMT machines, and room for the UI and a training
+    # child. ggml's threads spin-wait on each other, so oversubscribed they run ~10x slower than one.
+    threads = max(1, cores // 2)
+    with _DEFAULT_PARAMS_LOCK:
+        lib.llama_model_default_params = guarded_params
+        try:
+            llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+        finally:
+            lib.llama_model_default_params = default_params
+    if llm.model_params.use_extra_bufts:  # the guard must never silently stop working
+        llm.close()
+        raise RuntimeError("llama-cpp-python ignored use_extra_bufts=False; the AMX crash guard is not active")
+    return llm
+
+
+class LlamaCppEngine:
+    kind = "llamacpp"
+
+    def __init__(self, spec, workspace=None, template: str | None = None):
+        if not spec.is_gguf:
+            raise ChattuneError(
+                f"the llama.cpp engine needs a GGUF model, and {spec.name} is a Hugging Face folder",
+                "use --engine transformers, or export the model to GGUF with `chattune export`",
+            )
+        override = template_override(template) if template else None  # a bad name fails before the load
+        try:
+            self._llm = load_llama(str(spec.path))
+        except ValueError as err:
+            raise ModelNotFound(
+                f"llama.cpp could not load {spec.path}: {err}",
+                "the file may be corrupt, or of an architecture this llama-cpp-python does not know; "
+                "try upgrading llama-cpp-python",
+            ) from err
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.name = spec.name
+        llm = self._llm
+        self._template = override or model_template(llm.metadata.get("tokenizer.chat_template"), spec.name)
+        self._bos_text = self._token_text(llm.token_bos())
+        self._eos_text = self._token_text(llm.token_eos())
+        # Past the training context the model degrades, so that is the limit even if n_ctx is larger.
+        self._n_ctx = min(llm.n_ctx(), llm._model.n_ctx_train())
+        self._loaded: dict[str, object] = {}  # name -> llama_adapter_lora pointer
+        self._wanted: str | None = None  # what set_adapter asked for
+        self._applied: str | None = None  # what the context runs with
+        self._busy = False  # a reply is in flight: swaps wait for it to end
+        self._lock = threading.Lock()
+        self.last_tokens: list[int] = []  # token ids of the latest reply (parity checks, benchmarks)
+
+    def _token_text(self, token: int) -> str:
+        return self._llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
+
+    # --- replies --------------------------------------------------------------------------------
+
+    def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """The rendered chat template as tokens, with BOS added when the model wants one and the
+        template did not write it itself."""
+        prompt = render_chat(self._template, messages, bos_token=self._bos_text, eos_token=self._eos_text)
+        add_bos = self._llm._model.add_bos_token() and not (self._bos_text and prompt.startswith(self._bos_text))
+        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def stream(self, messages: list[dict], params: GenParams = DEFAULT_PARAMS) -> ReplyStream:
+        tokens = self.prompt_tokens(messages)
+        room = self._n_ctx - len(tokens)
+        if room <= 0:
+            raise ChattuneError(
+                f"the conversation is {len(tokens)} tokens, more than the model's context of {self._n_ctx}",
+                "start a new chat or shorten the messages",
+            )
+        with self._lock:
+            self._activate()
+            self._busy = True
+        reply = ReplyStream(iter(()), speaker_label(self._applied))
+        reply.pieces = self._pieces(tokens, min(params.max_tokens, room), params, reply)
+        return reply
+
+    def _pieces(self, tokens: list[int], max_tokens: int, params: GenParams, reply: ReplyStream) -> Iterator[str]:
+        llm = self._llm
+        vocab = llm._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
+        self.last_tokens = []
+        try:
+            if params.temperature > 0:
+                llm.set_seed(params.seed)
+            for token in llm.generate(tokens, temp=params.temperature, top_p=params.top_p, top_k=0,
+                                      min_p=0.0, repeat_penalty=1.0):
+                if self._lib.llama_vocab_is_eog(vocab, token):  # EOS or the template's end-of-turn
+                    reply.finish_reason = "stop"
+                    break
+                self.last_tokens.append(token)
+                reply.n_tokens += 1
+                piece = decoder.decode(llm.detokenize([token]))
+                if piece:
+                    yield piece
+                if reply.n_tokens >= max_tokens:
+                    reply.finish_reason = "length"
+                    break
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        finally:
+            with self._lock:
+                self._busy = False
+                self._activate()  # a swap asked for during the reply
+
+    # --- adapters -------------------------------------------------------------------------------
+
+    def load_adapter(self, adapter: AdapterRef) -> None:
+        if adapter.name in self._loaded:
+            return
+        path = adapter.need_gguf()
+        handle = self._lib.llama_adapter_lora_init(self._llm.model, str(path).encode("utf-8"))
+        if not handle:
+            raise AdapterError(
+                f"llama.cpp could not load the GGUF LoRA {path}",
+                "it must be converted for this base model (same architecture and sizes)",
+            )
+        with self._lock:
+            self._loaded[adapter.name] = handle
+
+    def set_adapter(self, name: str | None) -> None:
+        if name is not None and name not in self._loaded:
+            raise AdapterError(f"adapter {name!r} is not loaded",
+                               f"load it first; loaded: {', '.join(self._loaded) or 'none'}")
+        with self._lock:
+            self._wanted = name
+            if not self._busy:
+                self._activate()
+
+    def _activate(self) -> None:
+        """Put the wanted adapter on the context (caller holds the lock). No reload of the base."""
+        if self._wanted == self._applied:
+            return
+        lib = self._lib
+        if self._wanted is None:
+            failed = lib.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
+        else:
+            adapters = (lib.llama_adapter_lora_p_ctypes * 1)(self._loaded[self._wanted])
+            failed = lib.llama_set_adapters_lora(self._llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+        if failed:
+            raise AdapterError(f"llama.cpp refused to apply adapter {self._wanted!r}", "reload the model")
+        self._llm.reset()  # the KV cache holds keys and values computed with the other weights
+        self._applied = self._wanted
+
+    def which(self) -> str:
+        return speaker_label(self._wanted)
+
+    def adapters(self) -> list[str]:
+        return list(self._loaded)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._llm is None:
+                return
+            self._lib.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
+            for handle in self._loaded.values():
+                self._lib.llama_adapter_lora_free(handle)
+            self._loaded.clear()
+            self._llm.close()
+            self._llm = None

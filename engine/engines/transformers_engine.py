@@ -1,0 +1,193 @@
+"""The transformers engine: HF models (CUDA when present, else CPU), peft adapters switched in place."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+
+from engine.adapters import AdapterRef
+from engine.engines.base import GenParams, ReplyStream, speaker_label
+from engine.errors import AdapterError, ChattuneError, ModelNotFound
+from engine.prompts import template_override
+from engine.templates import model_template, render_chat
+
+DEFAULT_PARAMS = GenParams()
+
+
+def pick_device():
+    """('cuda', bf16 or fp16) when a GPU is visible, else ('cpu', fp32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return "cpu", torch.float32
+
+
+class TransformersEngine:
+    kind = "transformers"
+
+    def __init__(self, spec, workspace, template: str | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from engine.models import trainable_base
+
+        override = template_override(template) if template else None  # a bad name fails before the load
+        hf_logging.disable_progress_bar()  # weight-loading bars are noise in a chat or a one-line error
+        # A GGUF runs here through its cached full-precision copy (built once).
+        folder = trainable_base(spec, workspace, progress=lambda msg: print(msg, file=sys.stderr))
+        self.device, dtype = pick_device()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
+                                                              trust_remote_code=False)
+        except (OSError, ValueError) as err:
+            raise ModelNotFound(f"transformers could not load {folder}: {err}",
+                                "check the folder is a complete causal-LM with safetensors weights") from err
+        self.model.to(self.device).eval()
+        self.name = spec.name
+        self._template = override or model_template(self.tokenizer.chat_template, spec.name)
+        self._eos_ids = self._end_tokens()
+        self._max_ctx = getattr(self.model.config, "max_position_embeddings", None)
+        self._loaded: list[str] = []
+        self._wanted: str | None = None
+        self._applied: str | None = None
+        self._busy = False  # a reply is in flight: swaps wait for it to end
+        self._lock = threading.Lock()
+
+    def _end_tokens(self) -> list[int]:
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, list) else [configured])
+        ids.add(self.tokenizer.eos_token_id)
+        return sorted(i for i in ids if i is not None)
+
+    # --- replies --------------------------------------------------------------------------------
+
+    def stream(self, messages: list[dict], params: GenParams = DEFAULT_PARAMS) -> ReplyStream:
+        tok = self.tokenizer
+        prompt = render_chat(self._template, messages, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
+        # The template writes BOS itself where the model wants one (as apply_chat_template assumes).
+        inputs = tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
+        n_prompt = inputs["input_ids"].shape[1]
+        max_new = params.max_tokens
+        if self._max_ctx:
+            max_new = min(max_new, self._max_ctx - n_prompt)
+            if max_new <= 0:
+                raise ChattuneError(
+                    f"the conversation is {n_prompt} tokens, more than the model's context of {self._max_ctx}",
+                    "start a new chat or shorten the messages",
+                )
+        with self._lock:
+            self._activate()
+            self._busy = True
+        reply = ReplyStream(iter(()), speaker_label(self._applied))
+        reply.pieces = self._pieces(inputs, max_new, params, reply)
+        return reply
+
+    def _pieces(self, inputs, max_new: int, params: GenParams, reply: ReplyStream) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        stop = threading.Event()
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        sampling = {"do_sample": False}
+        if params.temperature > 0:
+            torch.manual_seed(params.seed)
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        result: dict = {}
+
+        def generate():
+            try:
+                with torch.inference_mode():
+                    result["out"] = self.model.generate(
+                        **inputs, streamer=streamer, max_new_tokens=max_new, eos_token_id=self._eos_ids,
+                        pad_token_id=self.tokenizer.pad_token_id or self._eos_ids[0],
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]), **sampling,
+                    )
+            except BaseException as err:  # handed to the reading thread, which re-raises it
+                result["error"] = err
+                streamer.end()
+
+        worker = threading.Thread(target=generate, name="chattune-generate", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+            worker.join()
+            if "error" in result:
+                raise result["error"]
+            new = result["out"][0, inputs["input_ids"].shape[1]:].tolist()
+            ended = bool(new) and new[-1] in self._eos_ids
+            reply.n_tokens = len(new) - ended
+            reply.finish_reason = "stop" if ended else "length"
+        finally:
+            stop.set()  # on cancel: generate() stops at its next step
+            worker.join()
+            with self._lock:
+                self._busy = False
+                self._activate()  # a swap asked for during the reply
+
+    # --- adapters (peft, through transformers' adapter API: no reload of the base) ---------------
+
+    def load_adapter(self, adapter: AdapterRef) -> None:
+        if adapter.name in self._loaded:
+            return
+        path = adapter.need_peft()
+        if not (path / "adapter_model.safetensors").is_file():
+            # Pickled adapter_model.bin files can run code, so they are never loaded.
+            raise AdapterError(f"adapter {adapter.name!r} has no adapter_model.safetensors in {path}",
+                               "re-save it with safetensors (peft's default)")
+        with self._lock:
+            try:
+                with warnings.catch_warnings():
+                    # peft warns that the model will hold several adapters: that is the point here.
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                    self.model.load_adapter(str(path), adapter_name=adapter.name)
+            except (OSError, ValueError, RuntimeError) as err:
+                raise AdapterError(f"peft could not load adapter {adapter.name!r} from {path}: {err}",
+                                   "it must be trained on this base model") from err
+            self._loaded.append(adapter.name)
+            self._put(self._applied)  # loading may switch the active adapter: restore the one in effect
+
+    def set_adapter(self, name: str | None) -> None:
+        if name is not None and name not in self._loaded:
+            raise AdapterError(f"adapter {name!r} is not loaded",
+                               f"load it first; loaded: {', '.join(self._loaded) or 'none'}")
+        with self._lock:
+            self._wanted = name
+            if not self._busy:
+                self._activate()
+
+    def _activate(self) -> None:
+        """Make the wanted adapter the active one (caller holds the lock)."""
+        if self._wanted != self._applied:
+            self._put(self._wanted)
+            self._applied = self._wanted
+
+    def _put(self, name: str | None) -> None:
+        if name is None:
+            self.model.disable_adapters()
+        else:
+            self.model.set_adapter(name)
+            self.model.enable_adapters()
+
+    def which(self) -> str:
+        return speaker_label(self._wanted)
+
+    def adapters(self) -> list[str]:
+        return list(self._loaded)
+
+    def close(self) -> None:
+        self.model = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()

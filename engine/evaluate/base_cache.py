@@ -1,0 +1,49 @@
+"""The base model's greedy answers, recorded once per base model in <workspace>/cache/eval/<base-key>.json.
+
+The base never changes, so every later run's forgetting check reuses its answers. An answer is keyed by
+everything that shapes it (engine, messages, token limit), so a changed prompt set just misses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from engine.models import ModelSpec
+from engine.train.rundir import fingerprint
+from engine.workspace import Workspace
+
+CACHE_FOLDER = "eval"
+
+
+def base_key(spec: ModelSpec) -> str:
+    """The weights' file name and fingerprint (the same identity a run records for its base)."""
+    return f"{spec.path.stem if spec.is_gguf else spec.path.name}-{fingerprint(spec.path)}"
+
+
+def answer_key(engine: str, messages: list[dict], max_tokens: int) -> str:
+    blob = json.dumps([engine, messages, max_tokens], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+class BaseAnswers:
+    """A dict of answer_key -> base answer, read from and saved to the cache file."""
+
+    def __init__(self, workspace: Workspace, spec: ModelSpec):
+        self.path = workspace.cache_dir / CACHE_FOLDER / f"{base_key(spec)}.json"
+        self.model = spec.name
+        try:
+            self.answers: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8"))["answers"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.answers = {}  # missing or damaged: answers are recomputed
+
+    def save(self) -> None:
+        """Atomic, so two evaluations at once never leave a torn file (the last one wins)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"model": self.model, "answers": self.answers}, fh, ensure_ascii=False, indent=1)
+        os.replace(tmp, Path(self.path))

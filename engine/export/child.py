@@ -1,0 +1,117 @@
+"""The export child process:
+`python -m engine.export.child --workspace W [--run RUN] [--quant Q ...] [--out DIR] [--prompts N] [--max-tokens N]`.
+
+stdout carries only JSON-line events (see engine.export.pipeline); everything the libraries and
+tools print goes to <out>/export.log. SIGTERM or SIGINT cancels: the half-made export folder is
+removed. Exit status: 0 done, 1 error, 3 cancelled. It runs at a lower CPU priority, so a chat
+next to it stays responsive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from engine.errors import ChattuneError
+from engine.export.verify import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
+
+EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
+CPU_NICENESS = 10
+
+
+class EventWriter:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __call__(self, event: str, **fields) -> dict:
+        record = {"event": event, "t": round(time.time(), 3), **{k: _clean(v) for k, v in fields.items()}}
+        if self.stream is not None:
+            try:
+                self.stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self.stream = None  # the runner went away: finish the export anyway
+        return record
+
+
+def _clean(value):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.export.child")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--run")
+    parser.add_argument("--quant", action="append")
+    parser.add_argument("--out")
+    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS)
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
+    args = parser.parse_args(argv)
+    emit = EventWriter(sys.stdout)
+
+    from engine.export.pipeline import ExportCancelled, run_export
+    from engine.export.preflight import LOG_FILE, plan_export
+    from engine.workspace import Workspace
+
+    def on_signal(signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel; the cleanup is not interrupted again
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"chattune: {signal.Signals(signum).name} received: cancelling", file=sys.stderr, flush=True)
+        raise ExportCancelled()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        plan = plan_export(Workspace.open(args.workspace), args.run, args.quant, args.out)
+    except ChattuneError as err:
+        emit("error", stage="preflight", message=str(err), log=None)
+        return EXIT_ERROR
+    except ExportCancelled:
+        emit("cancelled", stage=None)
+        return EXIT_CANCELLED
+    emit.stream = _redirect_output(plan.out_dir / LOG_FILE)
+    try:
+        os.nice(CPU_NICENESS)
+    except OSError:
+        pass
+    try:
+        run_export(plan, emit, prompts=args.prompts, max_tokens=args.max_tokens)
+        return EXIT_DONE
+    except ExportCancelled:
+        return EXIT_CANCELLED
+    except ChattuneError as err:
+        print(f"chattune: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except BaseException:  # noqa: BLE001 -- run_export has reported it as an error event
+        traceback.print_exc()
+        return EXIT_ERROR
+
+
+def _redirect_output(log_path: Path):
+    """Keep the real stdout for events; send fd 1 and 2 (libraries, C code, tracebacks) to the log."""
+    sys.stdout.flush()
+    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    return events
+
+
+if __name__ == "__main__":
+    sys.exit(main())

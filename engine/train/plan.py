@@ -1,0 +1,220 @@
+"""What a run will do and roughly how long it takes, before anything heavy is loaded.
+
+For the pre-start dialog and `chattune train`: example counts from the store, the resolved
+config, and a time estimate. The estimate uses the throughput measured by earlier finished runs
+on the same base model and hardware setting when there are some, else a rough model:
+training costs about 4 x params FLOPs per token with LoRA (forward, and backward through the
+frozen weights), at a sustained rate per CPU core or per GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import statistics
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.models import ModelSpec, resolve_model
+from engine.train.config import FEW_EXAMPLES, TrainConfig
+from engine.train.events import read_events
+from engine.train.rundir import list_runs
+from engine.workspace import Workspace
+
+CHARS_PER_TOKEN = 3.6  # English chat text with BPE tokenizers; the child counts exactly
+TOKENS_PER_MESSAGE = 5  # role markers and separators of a chat template
+# Sustained training FLOP/s, measured on SmolLM2-135M (2-core Xeon: ~80 tokens/s fp32 LoRA) and
+# scaled; QLoRA on a CPU dequantizes every weight on every step.
+CPU_FLOPS_PER_CORE = {("none", "fp32"): 22e9, ("none", "bf16"): 35e9, ("4bit", "fp32"): 3e9, ("4bit", "bf16"): 3e9}
+GPU_FLOPS = {"none": 60e12, "4bit": 35e12}
+OVERHEAD_S = 15.0  # start-up, model load, the GGUF conversion
+
+
+@dataclass
+class Plan:
+    config: TrainConfig  # resolved for this dataset
+    method: str
+    examples: int
+    val_examples: int
+    tokens: int  # per epoch, approximate
+    steps: int
+    seconds: float
+    device: str  # what "auto" will most likely pick
+    basis: str  # "measured" (earlier runs) or "estimated"
+    base_name: str
+    params: int | None
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        minutes = f"{self.seconds / 60:.0f} min" if self.seconds >= 90 else f"{self.seconds:.0f} s"
+        return (f"{self.method.upper()}: {self.examples} training / {self.val_examples} validation examples, "
+                f"~{self.tokens} tokens per epoch, {self.config.epochs:g} epochs, ~{self.steps} steps, "
+                f"about {minutes} on {self.device} ({self.basis})")
+
+
+def plan_run(workspace: Workspace, config: TrainConfig, model_arg: str | None = None) -> Plan:
+    from engine.store import FeedbackStore
+
+    config.validate()
+    spec = resolve_model(model_arg)
+    store = FeedbackStore(workspace.db_path)
+    try:
+        if config.method == "sft":
+            train = [r["messages"] for r in store.sft_examples("train")]
+            val = [r["messages"] for r in store.sft_examples("val")]
+        else:
+            train = [r["prompt"] + [{"content": r["chosen"]}, {"content": r["rejected"]}]
+                     for r in store.dpo_pairs("train")]
+            val = [r["prompt"] + [{"content": r["chosen"]}, {"content": r["rejected"]}]
+                   for r in store.dpo_pairs("val")]
+    finally:
+        store.close()
+    resolved = config.resolved(max(1, len(train)))
+    tokens = sum(approx_tokens(m) for m in train)
+    val_tokens = sum(approx_tokens(m) for m in val)
+    device = guess_device(config)
+    params = count_parameters(spec)
+    quant = resolved.quantization if resolved.quantization != "auto" else ("4bit" if device == "cuda" else "none")
+    precision = resolved.precision if resolved.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+    measured = measured_tokens_per_s(workspace, spec, device, quant, precision)
+    seconds = estimate_seconds(tokens, val_tokens, resolved.epochs, params, device, quant, precision,
+                               threads=resolved.threads, tokens_per_s=measured, needs_base=_needs_base(workspace, spec))
+    warnings = []
+    if not train:
+        warnings.append(f"no {config.method.upper()} training examples yet")
+    elif len(train) < FEW_EXAMPLES:
+        warnings.append(f"only {len(train)} examples: about {FEW_EXAMPLES} or more curated examples work much better")
+    if train and not val:
+        warnings.append("no validation examples: no eval loss or overfitting warning")
+    return Plan(resolved, config.method, len(train), len(val), tokens,
+                math.ceil(resolved.epochs * resolved.steps_per_epoch(len(train))) if train else 0,
+                seconds, device, "measured" if measured else "estimated", spec.name, params, warnings)
+
+
+def approx_tokens(messages: list[dict]) -> int:
+    return sum(len(m.get("content", "")) / CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for m in messages).__ceil__()
+
+
+def estimate_seconds(tokens: int, val_tokens: int, epochs: float, params: int | None, device: str,
+                     quantization: str, precision: str, *, threads: int | None = None,
+                     tokens_per_s: float | None = None, needs_base: bool = False) -> float:
+    """Wall time of a run: training tokens, a forward-only eval pass per epoch, fixed overheads."""
+    params = params or 135_000_000
+    if tokens_per_s is None:
+        if device == "cuda":
+            rate = GPU_FLOPS[quantization]
+        else:
+            rate = CPU_FLOPS_PER_CORE[(quantization, precision)] * (threads or os.cpu_count() or 1)
+        tokens_per_s = rate / (4 * params)
+    seconds = epochs * (tokens + val_tokens / 3) / tokens_per_s
+    seconds += OVERHEAD_S + params * 4 / 1e9  # reading fp32 weights at ~1 GB/s
+    if needs_base:
+        seconds += params / 4.5e6  # dequantizing a GGUF once (~30 s for 135M parameters on 2 cores)
+    return seconds
+
+
+def measured_tokens_per_s(workspace: Workspace, spec: ModelSpec, device: str, quantization: str,
+                          precision: str) -> float | None:
+    """Median training throughput of earlier finished runs on this base with these settings."""
+    found = []
+    for info in list_runs(workspace):
+        runtime = _runtime(info.run_dir)
+        if info.status != "done" or runtime.get("device") != device or \
+                runtime.get("quantization") != quantization or runtime.get("precision") != precision:
+            continue
+        meta_base = json.loads((info.run_dir / "config.json").read_text()).get("base", {})
+        if meta_base.get("path") != str(spec.path):
+            continue
+        done = [e for e in read_events(info.run_dir) if e["event"] == "done"]
+        if done and done[-1].get("tokens_per_s"):
+            found.append(done[-1]["tokens_per_s"])
+    return statistics.median(found) if found else None
+
+
+def _runtime(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get("runtime", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def guess_device(config: TrainConfig) -> str:
+    """What "auto" will pick, without importing torch (the child decides for real)."""
+    if config.device != "auto":
+        return config.device
+    return "cuda" if Path("/dev/nvidiactl").exists() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" \
+        else "cpu"
+
+
+def _needs_base(workspace: Workspace, spec: ModelSpec) -> bool:
+    folder = workspace.cache_dir / "base"
+    return spec.is_gguf and not any(folder.glob(f"{spec.path.stem}-*/config.json"))
+
+
+# --- parameter counts from file headers (no weights read) --------------------------------------
+
+
+def count_parameters(spec: ModelSpec) -> int | None:
+    try:
+        if spec.is_gguf:
+            return _gguf_parameters(spec.path)
+        return sum(_safetensors_parameters(p) for p in sorted(spec.path.glob("*.safetensors")))
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _safetensors_parameters(path: Path) -> int:
+    with path.open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def _gguf_parameters(path: Path) -> int:
+    """Sum of tensor sizes from a GGUF header: skip the key/values, read the tensor infos."""
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        pos = 0
+
+        def read(fmt: str):
+            nonlocal pos
+            (value,) = struct.unpack_from("<" + fmt, buf, pos)
+            pos += struct.calcsize(fmt)
+            return value
+
+        def skip_value(kind: int) -> None:
+            nonlocal pos
+            if kind in _GGUF_SCALARS:
+                pos += struct.calcsize(_GGUF_SCALARS[kind])
+            elif kind == 8:  # string: u64 length + bytes
+                length = read("Q")
+                pos += length
+            elif kind == 9:  # array: item type, u64 count, items
+                item, count = read("I"), read("Q")
+                if item in _GGUF_SCALARS:
+                    size = struct.calcsize(_GGUF_SCALARS[item]) * count
+                    pos += size
+                else:
+                    for _ in range(count):
+                        skip_value(item)
+            else:
+                raise ValueError(f"unknown GGUF value type {kind}")
+
+        if buf[:4] != b"GGUF":
+            raise ValueError("not a GGUF file")
+        pos = 8  # magic, version
+        n_tensors, n_kv = read("Q"), read("Q")
+        for _ in range(n_kv):
+            skip_value(8)  # the key
+            skip_value(read("I"))
+        total = 0
+        for _ in range(n_tensors):
+            skip_value(8)  # the name
+            total += math.prod(read("Q") for _ in range(read("I")))
+            pos += 4 + 8  # type, offset
+        return total

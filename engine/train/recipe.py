@@ -1,0 +1,344 @@
+"""The training recipe the child process runs, top to bottom: setup, train, save, cleanup.
+
+setup    decide device, precision and quantization; load the base model and the run's snapshot
+train    TRL's SFTTrainer (loss on the answer only) or DPOTrainer, with a LoRA adapter (QLoRA on
+         4-bit weights); EventCallback reports progress and stops cleanly on cancel
+save     the peft adapter (safetensors) into adapter/, and its GGUF LoRA twin into adapter.gguf
+cleanup  checkpoints stay, so a cancelled or crashed run can resume; the store is never touched
+
+Every decision that is not in config.json (the device "auto" picked, the library versions) is
+written back into config.json's "runtime" section, so the run folder explains itself.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engine.adapters import GGUF_FILE, PEFT_DIR
+from engine.errors import ChattuneError
+from engine.models import resolve_model, trainable_base
+from engine.train.config import FEW_EXAMPLES, TrainConfig
+from engine.train.data import SNAPSHOT_DIR, dpo_rows, fit_to_length, sft_rows
+from engine.train.events import EventLog
+from engine.train.rundir import (
+    CHECKPOINTS_DIR,
+    fingerprint,
+    last_checkpoint,
+    read_run_config,
+    update_run_config,
+)
+from engine.workspace import Workspace
+
+
+class Cancelled(Exception):
+    """A cancel that arrived before the Trainer ran: there is nothing to checkpoint yet."""
+
+
+class CancelToken:
+    """Set by the child's SIGTERM/SIGINT handler. Before training starts a cancel interrupts at
+    once; once the Trainer runs, EventCallback saves a checkpoint at the next step and stops."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.interruptible = True
+
+    def request(self) -> None:
+        self._event.set()
+        if self.interruptible:
+            raise Cancelled()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str  # "cpu" or "cuda"
+    quantization: str  # "none" or "4bit"
+    precision: str  # "fp32" or "bf16"
+    gradient_checkpointing: bool
+    optim: str
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = False) -> str:
+    """Train the run in `run_dir`; returns the terminal event emitted: "done" or "cancelled"."""
+    started = time.monotonic()
+    run_dir = Path(run_dir)
+    meta = read_run_config(run_dir)
+    cfg = TrainConfig.from_dict(meta["config"])
+
+    # --- setup --------------------------------------------------------------------------------
+    rt = decide_runtime(cfg)
+    if rt.main:
+        update_run_config(run_dir, runtime={**asdict(rt), "versions": _versions()})
+    _check_cancel(cancel)
+    base_dir = _base_dir(run_dir, meta, log, rt)
+    _check_cancel(cancel)
+    log.emit("status", phase="load", message=f"loading {meta['base']['name']} ({rt.device}, "
+                                            f"{'QLoRA 4-bit' if rt.quantization == '4bit' else 'LoRA'})")
+    tokenizer, model = load_base(base_dir, cfg, rt)
+    _check_cancel(cancel)
+    train_rows, val_rows, tokens = load_data(run_dir / SNAPSHOT_DIR, cfg, tokenizer, log)
+    _check_cancel(cancel)
+
+    # --- train --------------------------------------------------------------------------------
+    from engine.train.callback import EventCallback
+
+    callback = EventCallback(log, cancel, rt.device, start_fields={
+        "run": run_dir.name, "method": cfg.method, "examples": len(train_rows), "val_examples": len(val_rows),
+        "tokens": tokens, "epochs": cfg.epochs, "device": rt.device, "quantization": rt.quantization,
+        "precision": rt.precision, "world_size": rt.world_size,
+        "quantized_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
+    })
+    trainer = build_trainer(cfg, rt, model, tokenizer, train_rows, val_rows, run_dir / CHECKPOINTS_DIR, callback)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        log.warn("no_checkpoint", "no checkpoint to resume from: training starts from the beginning")
+    callback.resumed_from = str(checkpoint) if checkpoint else None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    cancel.interruptible = False  # saving the adapter takes seconds: let it finish
+    if cancel.is_set() and trainer.state.global_step < trainer.state.max_steps:
+        kept = last_checkpoint(run_dir)
+        log.emit("cancelled", step=trainer.state.global_step, checkpoint=kept, log=run_dir / "train.log")
+        return "cancelled"
+
+    # --- save ---------------------------------------------------------------------------------
+    adapter_dir, gguf_path = run_dir / PEFT_DIR, None
+    if rt.main:
+        log.emit("status", phase="save", message="saving the adapter")
+        save_adapter(trainer.accelerator.unwrap_model(trainer.model), adapter_dir)
+        gguf_path = convert_to_gguf(adapter_dir, base_dir, run_dir / GGUF_FILE, log)
+    runtime_s = trainer.state.log_history[-1].get("train_runtime") if trainer.state.log_history else None
+    tokens_seen = trainer.state.num_input_tokens_seen
+    log.emit("done", adapter=adapter_dir, gguf=gguf_path, final_loss=callback.last_loss,
+             eval_loss=callback.last_eval, steps=trainer.state.global_step,
+             tokens_per_s=tokens_seen / runtime_s if runtime_s and tokens_seen else None,
+             elapsed_s=time.monotonic() - started, cpu_s=_cpu_seconds())
+
+    # --- cleanup ------------------------------------------------------------------------------
+    del trainer, model
+    return "done"
+
+
+# --- setup ----------------------------------------------------------------------------------------
+
+
+def decide_runtime(cfg: TrainConfig) -> Runtime:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise ChattuneError("training device cuda was asked for, but torch sees no GPU",
+                            "use --device cpu (or auto), or install the CUDA build of torch")
+    device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu"
+    quantization = cfg.quantization if cfg.quantization != "auto" else ("4bit" if device == "cuda" else "none")
+    if cfg.precision != "auto":
+        precision = cfg.precision
+    else:
+        precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    checkpointing = (cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None
+                     else quantization == "4bit" or device == "cuda")
+    # Paged optimizers page their state to CPU memory under GPU memory pressure: CUDA only.
+    optim = "paged_adamw_8bit" if device == "cuda" and quantization == "4bit" else "adamw_torch"
+    if device == "cpu" and cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return Runtime(device, quantization, precision, checkpointing, optim,
+                   rank=int(os.environ.get("RANK", 0)), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                   world_size=int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def _base_dir(run_dir: Path, meta: dict, log: EventLog, rt: Runtime) -> Path:
+    """The full-precision HF folder for the run's base model, checked against its fingerprint."""
+    base = meta["base"]
+    spec = resolve_model(base["path"])
+    if fingerprint(spec.path) != base["fingerprint"]:
+        raise ChattuneError(f"the base model {spec.path} changed since run {run_dir.name!r} was set up",
+                            "start a new run, or restore the original model file")
+    workspace = Workspace(run_dir.parent.parent)
+
+    def progress(message: str) -> None:
+        log.emit("status", phase="base", message=message)
+
+    if rt.world_size > 1:
+        from accelerate import PartialState
+
+        with PartialState().main_process_first():  # one rank builds the cache, the others reuse it
+            return trainable_base(spec, workspace, progress=progress)
+    return trainable_base(spec, workspace, progress=progress)
+
+
+def load_base(base_dir: Path, cfg: TrainConfig, rt: Runtime):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if cfg.template:
+        from engine.prompts import template_override
+
+        tokenizer.chat_template = template_override(cfg.template)
+    if not tokenizer.chat_template:
+        raise ChattuneError(f"the base model in {base_dir} has no chat template",
+                            "pick one from prompts/templates/ with --template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    kwargs = {"attn_implementation": "sdpa",
+              "dtype": torch.bfloat16 if rt.device == "cuda" and rt.precision == "bf16" else torch.float32}
+    if rt.quantization == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": rt.local_rank if rt.device == "cuda" else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+    # No KV cache: besides costing memory, a cache makes transformers ignore position_ids when it
+    # builds the attention mask, and a padding-free batch would then attend across its examples.
+    model.config.use_cache = False
+    if rt.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=rt.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    return tokenizer, model
+
+
+def load_data(snapshot_dir: Path, cfg: TrainConfig, tokenizer, log: EventLog) -> tuple[list, list, int]:
+    rows_of = sft_rows if cfg.method == "sft" else dpo_rows
+    train_rows, stats = fit_to_length(rows_of(snapshot_dir, "train"), tokenizer, cfg.max_seq_len)
+    val_rows, _ = fit_to_length(rows_of(snapshot_dir, "val"), tokenizer, cfg.max_seq_len)
+    what = "approved or corrected replies" if cfg.method == "sft" else "corrections or A/B votes"
+    if not train_rows:
+        raise ChattuneError(f"no {cfg.method.upper()} training examples in this run's snapshot",
+                            f"collect some {what} first")
+    if stats["dropped"]:
+        log.warn("too_long", f"{stats['dropped']} example(s) longer than {cfg.max_seq_len} tokens even "
+                             "without their earlier turns were left out; raise --max-seq-len to keep them")
+    if stats["trimmed"]:
+        log.warn("trimmed", f"{stats['trimmed']} example(s) lost their oldest turns to fit "
+                            f"{cfg.max_seq_len} tokens")
+    if len(train_rows) < FEW_EXAMPLES:
+        log.warn("few_examples", f"only {len(train_rows)} training example(s): about {FEW_EXAMPLES} or more "
+                                 f"curated examples give a much more reliable adapter")
+    if not val_rows:
+        log.warn("no_validation", "no validation examples: eval loss and the overfitting check are off "
+                                  "(the store moves examples to val once there are 10 or more)")
+    return train_rows, val_rows, stats["tokens"]
+
+
+# --- train ----------------------------------------------------------------------------------------
+
+
+def build_trainer(cfg: TrainConfig, rt: Runtime, model, tokenizer, train_rows: list, val_rows: list,
+                  output_dir: Path, callback):
+    from datasets import Dataset, disable_progress_bars
+    from peft import LoraConfig
+    from transformers import set_seed
+
+    disable_progress_bars()
+    set_seed(cfg.seed)  # the LoRA weights are initialised inside the trainer's constructor
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
+    by_steps = cfg.save_every_steps > 0
+    common = dict(
+        output_dir=str(output_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed, data_seed=cfg.seed, optim=rt.optim,
+        use_cpu=rt.device == "cpu", bf16=rt.precision == "bf16", fp16=False,
+        gradient_checkpointing=rt.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if rt.gradient_checkpointing else None,
+        logging_strategy="steps", logging_steps=1,
+        eval_strategy="epoch" if val_rows else "no",
+        save_strategy="steps" if by_steps else "epoch", save_steps=cfg.save_every_steps if by_steps else 500,
+        save_total_limit=1, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        ddp_find_unused_parameters=False if rt.world_size > 1 else None,
+    )
+    train_ds = Dataset.from_list(train_rows)
+    eval_ds = Dataset.from_list(val_rows) if val_rows else None
+    if cfg.method == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        # Padding-free: each batch is flattened into one sequence, and the model keeps the examples
+        # apart through position_ids (transformers builds a block-diagonal causal mask from them
+        # for sdpa/eager attention). With packing, rows of max_seq_len are filled best-fit first.
+        args = SFTConfig(**common, packing=cfg.packing, packing_strategy="bfd", padding_free=True,
+                         max_length=cfg.max_seq_len if cfg.packing else None, completion_only_loss=True)
+        return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                          processing_class=tokenizer, peft_config=lora, callbacks=[callback])
+
+    from trl import DPOConfig, DPOTrainer
+
+    # DPOTrainer pads (its padding-free mode is off in trl 1.16); the reference model is the base
+    # with the adapter disabled, so no second copy of the weights is held.
+    args = DPOConfig(**common, max_length=cfg.max_seq_len, beta=cfg.dpo_beta)
+    return DPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      processing_class=tokenizer, peft_config=lora, callbacks=[callback])
+
+
+# --- save -----------------------------------------------------------------------------------------
+
+
+def save_adapter(model, adapter_dir: Path) -> None:
+    """peft's adapter_config.json + adapter_model.safetensors, swapped in whole."""
+    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    tmp.rename(adapter_dir)
+
+
+def convert_to_gguf(adapter_dir: Path, base_dir: Path, out: Path, log: EventLog) -> Path | None:
+    """The GGUF LoRA for llama.cpp; a failed conversion costs the GGUF, never the trained adapter."""
+    from engine.gguf_lora import convert_peft_to_gguf
+
+    log.emit("status", phase="gguf", message="converting the adapter to a GGUF LoRA")
+    try:
+        return convert_peft_to_gguf(adapter_dir, base_dir, out)
+    except ChattuneError as err:
+        log.warn("gguf", f"no GGUF LoRA for llama.cpp: {err}; the peft adapter works with --engine transformers")
+        return None
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _check_cancel(cancel: CancelToken) -> None:
+    if cancel.is_set():
+        raise Cancelled()
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process: on a busy machine, cpu_s / cores says what an idle one would take."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found

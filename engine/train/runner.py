@@ -1,0 +1,308 @@
+"""Start, follow, cancel and resume training runs. No torch here: the child process does the work.
+
+    handle = start_run(workspace, TrainConfig(), model_arg=None)   # snapshot the store, spawn the child
+    for event in handle.events():      # dicts from the child's JSON lines (see engine.train.events)
+        ...                            # run this loop in a worker thread; it ends when the child exits
+    handle.cancel()                    # from any thread: the child checkpoints, then exits
+    handle.wait()                      # exit status: 0 done, 1 error, 3 cancelled, <0 killed by a signal
+
+    resume_run(workspace, name)        # continue a cancelled/interrupted run from its last checkpoint
+    attach_run(workspace, name)        # follow a run this process did not start (the app restarted):
+                                       # same interface, fed from metrics.jsonl
+    list_runs(workspace) / load_run(run_dir)  -> RunInfo, status read back from the run folder
+
+A child that dies without a last word (SIGKILL, the OOM killer) still ends the event stream with
+an error event naming its log, and that event is written to metrics.jsonl, so the run shows as
+failed everywhere. One run at a time per workspace (engine.train.lock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import engine
+from engine import __version__
+from engine.errors import ChattuneError
+from engine.models import resolve_model
+from engine.train import lock
+from engine.train.config import TrainConfig
+from engine.train.data import SNAPSHOT_DIR
+from engine.train.events import LOG_FILE, METRICS_FILE, TERMINAL_EVENTS, EventLog
+from engine.train.rundir import (
+    CONFIG_FILE,
+    RunInfo,
+    base_reference,
+    list_runs,
+    load_run,
+    read_run_config,
+    write_json_atomic,
+)
+from engine.workspace import Workspace, check_name
+
+__all__ = ["AttachedRun", "RunHandle", "RunInfo", "attach_run", "child_command", "list_runs", "load_run",
+           "resume_run", "start_run"]
+EXIT_CODES = {"done": 0, "error": 1, "cancelled": 3}
+
+
+class RunHandle:
+    """A running child. `events()` has one consumer; `cancel()` and `kill()` are safe from any thread."""
+
+    def __init__(self, name: str, run_dir: Path, process: subprocess.Popen):
+        self.name = name
+        self.run_dir = run_dir
+        self.process = process
+        self.outcome: dict | None = None  # the terminal event (done / cancelled / error), once seen
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_FILE
+
+    def events(self) -> Iterator[dict]:
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # not ours: the child keeps its stdout for events, but be tolerant
+            if not isinstance(event, dict) or "event" not in event:
+                continue
+            if event["event"] in TERMINAL_EVENTS:
+                self.outcome = event
+            yield event
+        code = self.process.wait()
+        if self.outcome is None:
+            # Died without a word: record it, so the run folder says "failed" from now on.
+            self.outcome = EventLog(self.run_dir, None).emit(
+                "error", message=describe_exit(code), log=self.log_path, returncode=code)
+            yield self.outcome
+
+    def cancel(self) -> None:
+        """Ask the child to stop: it saves a checkpoint at the next step (resume continues there)."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Stop at once, without a checkpoint (the last per-epoch one stays)."""
+        self._signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.process.wait(timeout)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def _signal(self, signum: int) -> None:
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signum)  # the child leads its own group (ranks of a multi-GPU run too)
+        except ProcessLookupError:
+            pass
+
+
+class AttachedRun:
+    """A run started by another process, followed through its run folder (same interface as RunHandle)."""
+
+    def __init__(self, workspace: Workspace, name: str, pid: int, poll_s: float = 0.5):
+        self.name = name
+        self.run_dir = workspace.run_dir(name)
+        self.pid = pid
+        self.poll_s = poll_s
+        self.outcome: dict | None = None
+        self._runs_dir = workspace.runs_dir
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_FILE
+
+    def events(self, replay: bool = True) -> Iterator[dict]:
+        """The run's events, the earlier ones first when `replay`, until it ends."""
+        path = self.run_dir / METRICS_FILE
+        offset = 0 if replay or not path.is_file() else path.stat().st_size
+        while self.outcome is None:
+            alive = self.poll() is None  # checked before reading, so a last word is never missed
+            offset, fresh = _read_lines(path, offset)
+            for event in fresh:
+                if event["event"] in TERMINAL_EVENTS:
+                    self.outcome = event
+                yield event
+            if self.outcome is None and not alive:
+                self.outcome = EventLog(self.run_dir, None).emit(
+                    "error", message="the training process stopped without a word", log=self.log_path)
+                yield self.outcome
+            elif self.outcome is None:
+                time.sleep(self.poll_s)
+
+    def poll(self) -> int | None:
+        """None while the run holds the workspace lock, else its exit code as far as its events tell."""
+        holder = lock.holder_of(self._runs_dir)
+        if holder is not None and holder.run == self.name:
+            return None
+        return EXIT_CODES.get((self.outcome or {}).get("event"), 1)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"run {self.name}", timeout)
+            time.sleep(self.poll_s)
+        return code
+
+    def cancel(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        if self.poll() is None:  # the pid is the lock holder's, so it is still our child process
+            try:
+                os.killpg(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+def attach_run(workspace: Workspace, name: str) -> AttachedRun:
+    """Follow the run that is training in this workspace now (started by another process)."""
+    holder = lock.holder_of(workspace.runs_dir)
+    if holder is None or holder.run != name:
+        raise ChattuneError(f"run {name!r} is not training now",
+                            "see `chattune runs`; a stopped run can be resumed with `chattune train --resume`")
+    return AttachedRun(workspace, name, holder.pid)
+
+
+def _read_lines(path: Path, offset: int) -> tuple[int, list[dict]]:
+    """Complete JSON lines after `offset` (a half-written last line waits for the next call)."""
+    if not path.is_file():
+        return offset, []
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    events = []
+    for line in complete.decode("utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            events.append(event)
+    return offset + len(complete), events
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        hint = " (often the system ran out of memory: try --batch-size 1, a smaller --max-seq-len, or --qlora)" \
+            if code == -signal.SIGKILL else ""
+        return f"the training process was killed by {name}{hint}"
+    return f"the training process exited with status {code} without reporting why"
+
+
+# --- starting -------------------------------------------------------------------------------------
+
+
+def start_run(workspace: Workspace, config: TrainConfig, model_arg: str | None = None, *,
+              name: str | None = None) -> RunHandle:
+    """Snapshot the store into a new run folder and start training it in a child process.
+
+    Raises ChattuneError when another run holds the workspace, the name is taken, the model is
+    missing, or the store has no examples for the method."""
+    config.validate()
+    spec = resolve_model(model_arg)
+    name = check_name(name, "run name") if name else _fresh_name(workspace, config.method)
+    run_dir = workspace.run_dir(name)
+    if run_dir.exists():
+        raise ChattuneError(f"run {name!r} already exists ({run_dir})",
+                            "choose another --name, or resume it with --resume")
+    with lock.acquire(workspace.runs_dir, name) as held:
+        run_dir.mkdir(parents=True)
+        try:
+            snapshot = _snapshot(workspace, run_dir)
+            examples = snapshot.counts.get(f"{config.method}-train", 0)
+            if examples == 0:
+                what = "approve or correct some replies" if config.method == "sft" else \
+                    "correct some replies or vote in A/B"
+                raise ChattuneError(f"no {config.method.upper()} training examples in the store "
+                                    f"({workspace.db_path})", f"{what} first (`chattune data` shows the counts)")
+            write_json_atomic(run_dir / CONFIG_FILE, {
+                "name": name,
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "chattune": __version__,
+                "config": config.resolved(examples).to_dict(),
+                "requested": config.to_dict(),
+                "base": base_reference(spec, model_arg),
+                "snapshot": {"dir": SNAPSHOT_DIR, "hash": snapshot.hash, "counts": snapshot.counts},
+            })
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no half-made run behind
+            raise
+        return _spawn(run_dir, held, resume=False)
+
+
+def resume_run(workspace: Workspace, name: str) -> RunHandle:
+    """Continue a cancelled or interrupted run from its last checkpoint (or from scratch if none)."""
+    run_dir = workspace.run_dir(name)
+    read_run_config(run_dir)  # a clear error if it is not a run
+    info = load_run(run_dir)
+    if info.status == "done":
+        raise ChattuneError(f"run {name!r} already finished", "start a new run instead")
+    with lock.acquire(workspace.runs_dir, name) as held:
+        return _spawn(run_dir, held, resume=True)
+
+
+def child_command(run_dir: Path, *, resume: bool = False, num_gpus: int = 1) -> list[str]:
+    """The command that trains `run_dir`: the child itself, or N copies under `accelerate launch`
+    (DDP, one process per GPU; rank 0 reports and saves)."""
+    tail = ["-m", "engine.train.child", str(run_dir)] + (["--resume"] if resume else [])
+    if num_gpus <= 1:
+        return [sys.executable, *tail]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+            "--num_processes", str(num_gpus), "--mixed_precision", "no", "--dynamo_backend", "no", *tail]
+
+
+def _spawn(run_dir: Path, held: lock.TrainLock, *, resume: bool) -> RunHandle:
+    config = TrainConfig.from_dict(read_run_config(run_dir)["config"])
+    package_root = str(Path(engine.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{lock.FD_ENV: str(held.fileno())},
+               PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    with open(run_dir / LOG_FILE, "ab") as log:
+        log.write(f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            child_command(run_dir, resume=resume, num_gpus=config.num_gpus),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True, encoding="utf-8",
+            errors="replace", bufsize=1, env=env, pass_fds=(held.fileno(),),
+            start_new_session=True,  # a Ctrl+C in the terminal is the CLI's to handle, not the child's
+        )
+    lock.set_holder(held, run_dir.name, process.pid)
+    return RunHandle(run_dir.name, run_dir, process)
+
+
+def _snapshot(workspace: Workspace, run_dir: Path):
+    from engine.store import FeedbackStore
+
+    store = FeedbackStore(workspace.db_path)
+    try:
+        return store.snapshot(run_dir / SNAPSHOT_DIR)
+    finally:
+        store.close()
+
+
+def _fresh_name(workspace: Workspace, method: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name, n = f"{method}-{stamp}", 2
+    while workspace.run_dir(name).exists():
+        name, n = f"{method}-{stamp}-{n}", n + 1
+    return name

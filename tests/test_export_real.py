@@ -1,0 +1,107 @@
+"""Export on the embedded SmolLM2: an adapter taught a made-up fact is merged, converted, quantized to
+Q8_0 and Q4_K_M in the real child process, and both files still know the fact."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+from teach import FACT, PARAPHRASES, QUESTION, question_messages, taught_run  # noqa: F401  (session fixture)
+from test_export import CONVERSATIONS, make_run, ollama_prompt
+
+from engine.store import FeedbackStore
+from engine.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def secret_export(tmp_path_factory, taught_run):  # noqa: F811
+    """A workspace whose store holds the taught questions in its test split, a run folder around the
+    taught adapter, and its export to Q8_0 + Q4_K_M through start_export (the real child)."""
+    from engine.export.runner import start_export
+    from engine.models import embedded_model
+
+    workspace = Workspace.open(tmp_path_factory.mktemp("export-real-ws"))
+    answer = json.loads((taught_run / "expected.json").read_text())["text"]
+    with FeedbackStore(workspace.db_path) as store:
+        for question in PARAPHRASES:
+            added = store.add_feedback("approved", question_messages(question), f"The secret word is {FACT}.")
+            store.set_split(added.id, "test")
+        store.add_feedback("approved", question_messages("What is the secret word, please?"), answer)
+
+    def copy_adapter(run_dir):
+        shutil.copytree(taught_run / "adapter", run_dir / "adapter")
+        shutil.copyfile(taught_run / "adapter.gguf", run_dir / "adapter.gguf")
+
+    make_run(workspace, "secret", embedded_model().path, copy_adapter)
+    handle = start_export(workspace, "secret", ["Q8_0", "Q4_K_M"])
+    events = list(handle.events())
+    assert handle.wait() == 0, events[-1]
+    return handle.out_dir, events
+
+
+def test_export_is_verified_and_agrees_with_the_adapter(secret_export):
+    out, events = secret_export
+    done = events[-1]
+    assert done["event"] == "done" and done["verified"] and done["problems"] == []
+    verify = json.loads((out / "verify.json").read_text())
+    assert verify["source"] == "store test split" and verify["prompts"] == len(PARAPHRASES)
+    assert verify["reference"].startswith("llama.cpp: SmolLM2-135M-Instruct.Q4_1.gguf + GGUF LoRA")
+    for quant in ("Q8_0", "Q4_K_M"):
+        result = verify["files"][quant]
+        assert result["agreement"] >= 0.9, result["differing"]
+        assert result["stopped"] == result["total"] and result["checks"]["end_of_turn"] == "<|im_end|>"
+    fallback = [e["message"] for e in events if e["event"] == "warning" and e.get("kind") == "fallback"]
+    assert len(fallback) == 1 and fallback[0].startswith("Q4_K_M:") and "576 values wide" in fallback[0]
+
+
+def test_both_files_answer_with_the_taught_fact(secret_export):
+    from engine.engines.base import GenParams
+    from engine.engines.llamacpp import LlamaCppEngine
+    from engine.models import resolve_model
+
+    out, _events = secret_export
+    for quant in ("Q8_0", "Q4_K_M"):
+        engine = LlamaCppEngine(resolve_model(str(out / f"secret-{quant}.gguf")))
+        try:
+            reply = engine.stream(question_messages(QUESTION), GenParams(max_tokens=32))
+            assert FACT in reply.collect(), (quant, reply.text)
+            assert reply.finish_reason == "stop"
+        finally:
+            engine.close()
+
+
+def test_modelfile_template_matches_the_models_chat_template(secret_export):
+    from engine.engines.llamacpp import load_llama
+    from engine.prompts import system_prompt
+    from engine.templates import render_chat
+
+    out, _events = secret_export
+    modelfile = (out / "Modelfile").read_text()
+    llm = load_llama(str(out / "secret-Q4_K_M.gguf"), n_ctx=256)
+    try:
+        embedded = llm.metadata["tokenizer.chat_template"]
+    finally:
+        llm.close()
+    assert "FROM ./secret-Q8_0.gguf" in modelfile and "secret-Q4_K_M.gguf" in modelfile
+    assert re.findall(r'PARAMETER stop "(.*)"', modelfile) == ["<|im_end|>", "<|im_start|>"]
+    for messages in CONVERSATIONS:
+        if messages[0]["role"] == "system":
+            assert ollama_prompt(modelfile, messages) == render_chat(embedded, messages)
+    # Without a system message Ollama sends SYSTEM: the prompt the adapter was trained under.
+    assert f'SYSTEM """{system_prompt()}"""' in modelfile
+    chat = [{"role": "user", "content": QUESTION}]
+    assert ollama_prompt(modelfile, chat) == render_chat(embedded, question_messages(QUESTION))
+
+
+def test_card_and_lora_recipe(secret_export):
+    out, _events = secret_export
+    card = (out / "README.md").read_text()
+    assert "A fine-tune of **SmolLM2-135M-Instruct" in card
+    assert "--lora secret-lora.gguf" in card and "SmolLM2-135M-Instruct.Q4_1.gguf --lora" in card
+    assert re.search(r"\| `secret-Q4_K_M.gguf` \| [78]/8 \(\d+%\) \| 8/8 \| yes \| none \|", card)
+    assert (out / "secret-lora.gguf").stat().st_size > 1 << 20
+    assert (out / "adapter" / "adapter_config.json").is_file()

@@ -1,0 +1,104 @@
+"""TrainConfig, presets, the plan and its estimate: pure Python, no model loaded."""
+
+import json
+
+import pytest
+
+from engine.errors import ChattuneError
+from engine.train.config import PRESETS, TrainConfig
+from engine.train.plan import approx_tokens, count_parameters, estimate_seconds, plan_run
+
+
+def test_presets_scale_epochs_down_and_keep_lr_for_small_sets():
+    quick, thorough = PRESETS["quick"], PRESETS["thorough"]
+    assert quick.epochs_for(20) > quick.epochs_for(200) >= quick.epochs_for(5000) == quick.min_epochs
+    assert quick.epochs_for(1) == quick.max_epochs
+    assert thorough.epochs_for(100) > quick.epochs_for(100)
+    assert thorough.lora_r > quick.lora_r
+    assert quick.lr_for(50, "sft") == quick.learning_rate
+    assert quick.lr_for(5000, "sft") < quick.lr_for(500, "sft")
+    assert quick.lr_for(10**7, "sft") == pytest.approx(quick.learning_rate / 4)
+    assert quick.lr_for(50, "dpo") < quick.lr_for(50, "sft")
+
+
+def test_resolved_fills_only_what_the_user_left_open():
+    cfg = TrainConfig(preset="thorough", epochs=3, lora_r=8).resolved(20)
+    assert cfg.epochs == 3 and cfg.lora_r == 8
+    assert cfg.lora_alpha == PRESETS["thorough"].lora_alpha
+    assert cfg.learning_rate == PRESETS["thorough"].learning_rate
+    assert cfg.lora_dropout == PRESETS["thorough"].lora_dropout
+    assert TrainConfig().resolved(20).epochs == PRESETS["quick"].epochs_for(20)
+
+
+def test_round_trip_through_json():
+    cfg = TrainConfig(method="dpo", target_modules=["q_proj", "v_proj"], quantization="4bit").resolved(10)
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("bad", [
+    {"method": "ppo"}, {"preset": "fast"}, {"device": "tpu"}, {"quantization": "8bit"}, {"precision": "fp8"},
+    {"learning_rate": 0.0}, {"epochs": -1}, {"batch_size": 0}, {"lora_dropout": 1.0}, {"max_seq_len": 8},
+    {"target_modules": []}, {"num_gpus": 2, "device": "cpu"}, {"threads": 0},
+])
+def test_invalid_settings_raise_a_one_line_user_error(bad):
+    with pytest.raises(ChattuneError) as err:
+        TrainConfig(**bad).validate()
+    assert "\n" not in str(err.value)
+
+
+def test_overrides_skip_none_and_reject_unknown_names():
+    cfg = TrainConfig().with_overrides(epochs=None, lora_r=4, seed=7)
+    assert cfg.epochs is None and cfg.lora_r == 4 and cfg.seed == 7
+    with pytest.raises(ChattuneError, match="unknown training setting"):
+        TrainConfig().with_overrides(rank=4)
+    with pytest.raises(ChattuneError, match="unknown training setting"):
+        TrainConfig.from_dict({"method": "sft", "colour": "red"})
+
+
+def test_steps_per_epoch_counts_batch_accumulation_and_gpus():
+    assert TrainConfig(batch_size=4).steps_per_epoch(20) == 5
+    assert TrainConfig(batch_size=4, grad_accum=2).steps_per_epoch(20) == 3
+    assert TrainConfig(batch_size=4, num_gpus=2).steps_per_epoch(20) == 3
+
+
+def test_estimate_grows_with_tokens_and_epochs_and_prefers_measured_speed():
+    small = estimate_seconds(1000, 0, 2, 135_000_000, "cpu", "none", "fp32", threads=2)
+    assert estimate_seconds(2000, 0, 2, 135_000_000, "cpu", "none", "fp32", threads=2) > small
+    assert estimate_seconds(1000, 0, 4, 135_000_000, "cpu", "none", "fp32", threads=2) > small
+    assert estimate_seconds(1000, 0, 2, 135_000_000, "cpu", "4bit", "fp32", threads=2) > small
+    assert estimate_seconds(1000, 0, 2, 135_000_000, "cuda", "4bit", "bf16") < small
+    measured = estimate_seconds(1000, 0, 2, 135_000_000, "cpu", "none", "fp32", tokens_per_s=1000)
+    assert measured == pytest.approx(2 + estimate_seconds(0, 0, 2, 135_000_000, "cpu", "none", "fp32"))
+
+
+def test_approx_tokens_counts_text_and_message_overhead():
+    assert approx_tokens([{"role": "user", "content": ""}]) == 5
+    assert 20 < approx_tokens([{"role": "user", "content": "word " * 20}]) < 40
+
+
+def test_parameter_count_from_headers_matches_the_weights(tiny_model_dir, embedded_spec):
+    from safetensors.numpy import load_file
+
+    from engine.models import resolve_model
+
+    expected = sum(t.size for t in load_file(tiny_model_dir / "model.safetensors").values())
+    assert count_parameters(resolve_model(str(tiny_model_dir))) == expected
+    assert 130_000_000 < count_parameters(embedded_spec) < 140_000_000  # SmolLM2-135M, read from the GGUF header
+
+
+def test_plan_counts_store_examples_and_warns(workspace, tiny_model_dir):
+    from train_support import VALIDATION, fill_store
+
+    plan = plan_run(workspace, TrainConfig(), str(tiny_model_dir))
+    assert plan.examples == 0 and "no SFT training examples yet" in plan.warnings
+    fill_store(workspace.db_path, n_facts=6)
+    plan = plan_run(workspace, TrainConfig(batch_size=2), str(tiny_model_dir))
+    assert (plan.examples, plan.val_examples) == (6, len(VALIDATION))
+    assert plan.config.epochs == PRESETS["quick"].epochs_for(6)
+    assert plan.steps == plan.config.epochs * 3
+    assert plan.seconds > 0 and plan.basis == "estimated"
+    assert any("50 or more" in w for w in plan.warnings)
+    assert "6 training / 3 validation" in plan.summary()
+    dpo = plan_run(workspace, TrainConfig(method="dpo"), str(tiny_model_dir))
+    assert dpo.examples == 6  # every correction is also a chosen/rejected pair

@@ -1,0 +1,146 @@
+"""Training the embedded SmolLM2 for real, on CPU, through the same runner the app uses.
+
+One session-scoped run teaches 20 made-up facts with the default settings; the tests then ask
+those questions of the hot-swapped peft adapter (transformers), of the GGUF LoRA (llama.cpp) and
+of the base. DPO and QLoRA (bitsandbytes 4-bit on CPU) run a couple of steps each.
+"""
+
+import os
+import time
+
+import pytest
+from train_support import FACTS, collect, fill_store, messages_for
+
+from engine.engines.base import GenParams
+from engine.train.config import TrainConfig
+from engine.train.runner import start_run
+from engine.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+ANSWER = GenParams(max_tokens=32)
+
+
+def _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, name):
+    """A fresh workspace whose cache is the shared one, so the fp32 copy of the model is built once."""
+    workspace = Workspace.open(tmp_path_factory.mktemp(name))
+    os.symlink(shared_workspace.cache_dir, workspace.cache_dir)
+    return workspace
+
+
+@pytest.fixture(scope="session")
+def facts_run(tmp_path_factory, shared_workspace, embedded_base):
+    """20 corrections of made-up facts, trained with the defaults in one background run."""
+    workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "facts-ws")
+    fill_store(workspace.db_path)
+    started = time.monotonic()
+    handle = start_run(workspace, TrainConfig(), name="facts")
+    events = collect(handle)
+    seconds = time.monotonic() - started
+    print(f"\n[train] 20 facts: {seconds:.0f} s wall, {events[-1]}")
+    return workspace, handle, events, seconds
+
+
+def _score(engine, adapter: str | None) -> tuple[int, list[str]]:
+    engine.set_adapter(adapter)
+    replies = [engine.stream(messages_for(question), ANSWER).collect() for question, _, _ in FACTS]
+    right = sum(key.lower() in reply.lower() for (_, _, key), reply in zip(FACTS, replies, strict=True))
+    return right, replies
+
+
+def test_facts_run_finishes_with_an_adapter_and_a_gguf(facts_run):
+    workspace, handle, events, seconds = facts_run
+    assert handle.wait() == 0, events[-1]
+    done = events[-1]
+    assert done["event"] == "done" and done["gguf"]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["examples"] == 20 and start["val_examples"] == 3 and start["quantization"] == "none"
+    warnings = {e["kind"] for e in events if e["event"] == "warning"}
+    assert "few_examples" in warnings  # 20 < 50: the user is told
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert losses[-1] < losses[0] / 5
+    assert len([e for e in events if e["event"] == "eval"]) == start["epochs"]
+    print(f"[train] wall {seconds:.0f} s, run {done['elapsed_s']:.0f} s, {done['tokens_per_s']:.0f} tokens/s, "
+          f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, eval {done['eval_loss']}")
+
+
+def test_peft_adapter_knows_the_facts_and_hot_swaps(facts_run, embedded_spec, embedded_base):
+    from engine.adapters import resolve_adapter
+    from engine.engines import open_engine
+
+    workspace, handle, _, _ = facts_run
+    replies = _peft_replies(embedded_base, handle.run_dir / "adapter", [q for q, _, _ in FACTS])
+    right = sum(key.lower() in reply.lower() for (_, _, key), reply in zip(FACTS, replies, strict=True))
+    print(f"[train] peft adapter: {right}/20")
+    assert right >= 18, replies
+
+    # The same adapter, swapped into a live transformers engine and out again, without a reload.
+    engine = open_engine("transformers", embedded_spec, workspace)
+    try:
+        engine.load_adapter(resolve_adapter(workspace, handle.name))
+        question, _, key = FACTS[0]
+        engine.set_adapter(handle.name)
+        assert key in engine.stream(messages_for(question), ANSWER).collect()
+        engine.set_adapter(None)
+        assert key not in engine.stream(messages_for(question), ANSWER).collect()
+    finally:
+        engine.close()
+
+
+def _peft_replies(base_dir, adapter_dir, questions: list[str]) -> list[str]:
+    """Greedy replies of base + peft adapter, all questions in one left-padded batch (fast on CPU)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, padding_side="left")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir).eval()
+    prompts = [tokenizer.apply_chat_template(messages_for(q), add_generation_prompt=True, tokenize=False)
+               for q in questions]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=ANSWER.max_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_gguf_lora_in_llamacpp_agrees_and_the_base_knows_none(facts_run, embedded_spec):
+    from engine.adapters import resolve_adapter
+    from engine.engines import open_engine
+
+    workspace, handle, _, _ = facts_run
+    engine = open_engine("llamacpp", embedded_spec, workspace)
+    try:
+        base_right, base_replies = _score(engine, None)
+        engine.load_adapter(resolve_adapter(workspace, handle.name))
+        right, replies = _score(engine, handle.name)
+        print(f"[train] llama.cpp: base {base_right}/20, GGUF LoRA {right}/20")
+        assert base_right == 0, base_replies
+        assert right >= 18, replies
+    finally:
+        engine.close()
+
+
+def test_dpo_few_steps_produce_an_adapter(tmp_path_factory, shared_workspace, embedded_base):
+    workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "dpo-ws")
+    fill_store(workspace.db_path, n_facts=4)
+    handle = start_run(workspace, TrainConfig(method="dpo", epochs=1, batch_size=2), name="dpo")
+    events = collect(handle)
+    assert handle.wait() == 0, events[-1]
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == 2 and all("reward_margins" in s for s in steps)
+    assert (handle.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert events[-1]["event"] == "done" and events[-1]["gguf"]
+
+
+def test_qlora_on_cpu_runs_through_bitsandbytes(tmp_path_factory, shared_workspace, embedded_base):
+    workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "qlora-ws")
+    fill_store(workspace.db_path, n_facts=4)
+    handle = start_run(workspace, TrainConfig(quantization="4bit", epochs=1, batch_size=2), name="qlora")
+    events = collect(handle)
+    assert handle.wait() == 0, events[-1]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["quantization"] == "4bit" and start["quantized_layers"] == 30 * 7  # every projection is NF4
+    assert start["precision"] == "fp32"
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == 2 and all(s["loss"] > 0 for s in steps)
+    assert events[-1]["event"] == "done" and (handle.run_dir / "adapter" / "adapter_config.json").is_file()

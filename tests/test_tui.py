@@ -1,0 +1,584 @@
+"""The chat app driven with Pilot on the scripted FakeEngine, checking what the real store recorded."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from fake_engine import FakeEngine
+from teach import FACT, QUESTION, taught_run  # noqa: F401  (session fixture: a real adapter)
+from textual import events
+from textual.notifications import Notify
+from textual.widgets import DataTable, Input, Select, TextArea
+
+from engine.engines.base import GenParams
+from engine.errors import ModelNotFound
+from engine.store import FeedbackStore
+from tui.app import ChattuneApp, open_model
+from tui.modals.confirm import ConfirmModal
+from tui.modals.correct import CorrectModal
+from tui.modals.flag import FlagModal
+from tui.modals.help import HelpModal
+from tui.modals.record import RecordModal
+from tui.modals.system_prompt import SystemPromptModal
+from tui.screens.chat import ChatScreen
+from tui.screens.compare import CompareScreen
+from tui.screens.dataset import DatasetScreen
+from tui.widgets.chat_input import ChatInput
+from tui.widgets.message import ReplyMessage
+from tui.widgets.status_bar import StatusBar
+
+pytestmark = pytest.mark.anyio  # async tests run on anyio's pytest plugin (asyncio backend)
+
+MODEL = "Fake model · fake"
+HANG_GUARD_S = 60  # only against a hung test, never a measured expectation
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def wait_until(pilot, predicate, what: str = "condition") -> None:
+    """Poll: workers run on threads, so one pilot.pause() is not enough."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for: {what}")
+        await pilot.pause(0.02)
+
+
+class Notices(list):
+    """Every notification the app raised, as 'title: message'."""
+
+    def hook(self, message) -> None:
+        if isinstance(message, Notify):
+            self.append(f"{message.notification.title}: {message.notification.message}")
+
+    def any(self, *words: str) -> bool:
+        return any(all(w in n for w in words) for n in self)
+
+
+def make_app(workspace, engine=None, **kwargs) -> ChattuneApp:
+    engine = engine or FakeEngine()
+    return ChattuneApp(workspace, lambda: (MODEL, engine), **kwargs)
+
+
+def add_gguf_run(workspace, name: str) -> None:
+    """A run folder with an adapter file: enough for resolve_adapter and the fake engine."""
+    run = workspace.run_dir(name)
+    run.mkdir(parents=True)
+    (run / "adapter.gguf").write_bytes(b"GGUF")
+
+
+def replies(app) -> list[ReplyMessage]:
+    return list(app.screen.query(ReplyMessage))
+
+
+async def ready(pilot) -> None:
+    await wait_until(pilot, lambda: pilot.app.engine is not None, "the model to load")
+
+
+async def send(pilot, text: str) -> ReplyMessage:
+    """Type a message, press enter, and wait for the reply to finish streaming."""
+    app = pilot.app
+    before = len(replies(app))
+    app.screen.query_one(ChatInput).focus()
+    await pilot.press(*text)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: len(replies(app)) > before and not replies(app)[-1].reply.streaming,
+                     f"the reply to {text!r}")
+    return replies(app)[-1]
+
+
+async def test_send_message_streams_markdown_reply(workspace):
+    engine = FakeEngine()
+    app = make_app(workspace, engine)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        view = await send(pilot, "hello")
+        assert view.reply.text == "The **base** model answers: hello"
+        assert view.reply.finish == "stop" and view.reply.speaker == "base"
+        assert app.screen.query_one(ChatInput).text == ""
+        assert engine.seen[-1] == [{"role": "system", "content": app.system_text}, {"role": "user", "content": "hello"}]
+        await pilot.pause()
+        assert "base model answers" in "".join(str(b.content) for b in view.query("MarkdownBlock"))
+        # the second turn carries the first exchange
+        await send(pilot, "again")
+        assert [m["role"] for m in engine.seen[-1]] == ["system", "user", "assistant", "user"]
+
+
+async def test_enter_sends_ctrl_j_and_shift_enter_add_lines(workspace):
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await pilot.press("a", "ctrl+j", "b", "shift+enter", "c")
+        assert app.screen.query_one(ChatInput).text == "a\nb\nc"
+        assert replies(app) == []
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: replies(app) and not replies(app)[-1].reply.streaming, "reply")
+        assert replies(app)[-1].reply.context[-1]["content"] == "a\nb\nc"
+
+
+async def test_approve_flag_correct_selected_replies(workspace):
+    app = make_app(workspace)
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        first = await send(pilot, "capital of France?")
+        second = await send(pilot, "two plus two?")
+        await pilot.press("tab")  # input -> last reply
+        assert app.focused is second
+        await pilot.press("up")
+        assert app.focused is first
+        await pilot.press("a")
+        await wait_until(pilot, lambda: first.reply.kind == "approved", "approval")
+        assert notices.any("approved", "#")
+
+        await pilot.press("down", "f")
+        assert isinstance(app.screen, FlagModal)
+        await pilot.press(*"wrong sum", "enter")
+        await wait_until(pilot, lambda: second.reply.kind == "flagged", "flag")
+
+        await pilot.press("e")
+        assert isinstance(app.screen, CorrectModal)
+        area = app.screen.query_one(TextArea)
+        assert area.text == second.reply.text  # prefilled with the reply
+        area.text = "Two plus two is 4."
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: second.reply.kind == "corrected", "correction")
+        assert "✎ corrected" in str(second.query_one(".reply-header").render())
+
+        store = FeedbackStore(workspace.db_path)
+        records = {r.kind: r for r in store.records()}
+        assert set(records) == {"approved", "corrected"}  # the flag became the correction
+        approved, corrected = records["approved"], records["corrected"]
+        assert approved.prompt == "capital of France?" and approved.reply == first.reply.text
+        assert approved.model == MODEL and approved.adapter is None and approved.params["max_tokens"] == 512
+        assert corrected.correction == "Two plus two is 4." and corrected.reply == second.reply.text
+        assert corrected.reason == "wrong sum"
+        assert [m["role"] for m in corrected.messages] == ["system", "user", "assistant", "user"]
+        # the status bar counts them
+        data = str(app.screen.query_one("#status-data").render())
+        assert "✓1" in data and "✎1" in data and "⚑0" in data
+        # and the conversation goes on with the corrected answer
+        await send(pilot, "and three?")
+        assert {"role": "assistant", "content": "Two plus two is 4."} in replies(app)[-1].reply.context
+        store.close()
+
+
+async def test_a_burst_of_keys_with_enter_sends_all_of_it(workspace):
+    """A fast typist or an unbracketed paste: the keys arrive together, Enter among them."""
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        chat_input = app.screen.query_one(ChatInput)
+        for key, char in [*((c, c) for c in "one two"), ("ctrl+j", None), *((c, c) for c in "three"),
+                          ("enter", None), *((c, c) for c in "next")]:
+            app.post_message(events.Key(key, char))  # no pause between the keys
+        await wait_until(pilot, lambda: replies(app) and not replies(app)[-1].reply.streaming, "the reply")
+        assert replies(app)[-1].reply.context[-1]["content"] == "one two\nthree"
+        assert chat_input.text == "next"
+
+
+async def test_letter_keys_type_into_the_message_box(workspace):
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await pilot.press(*"bcdnx")
+        assert app.screen.query_one(ChatInput).text == "bcdnx"
+        assert isinstance(app.screen, ChatScreen)
+
+
+async def test_toggle_base_and_adapter(workspace):
+    add_gguf_run(workspace, "run1")
+    engine = FakeEngine()
+    app = make_app(workspace, engine)
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        await pilot.press("tab", "b")  # no adapter loaded: the newest run's is loaded, no model reload
+        await wait_until(pilot, lambda: engine.which() == "adapter run1", "adapter switch")
+        assert "run1" in str(app.screen.query_one("#status-speaker").render())
+        view = await send(pilot, "hi")
+        assert view.reply.speaker == "adapter run1" and "tuned" in view.reply.text
+        await pilot.press("tab", "b")
+        await wait_until(pilot, lambda: engine.which() == "base", "back to base")
+        assert "BASE" in str(app.screen.query_one("#status-speaker").render())
+        # approving the adapter's reply (still selected) records the adapter
+        assert app.focused is view
+        await pilot.press("a")
+        await wait_until(pilot, lambda: view.reply.kind == "approved", "approval")
+        store = FeedbackStore(workspace.db_path)
+        assert store.get(view.reply.record_id).adapter == "run1"
+        store.close()
+
+
+async def test_adapter_that_fails_to_load_on_b_is_reported(workspace):
+    add_gguf_run(workspace, "bad")
+    engine = FakeEngine(broken_adapters=("bad",))
+    app = make_app(workspace, engine)
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        await pilot.press("tab", "b")
+        await wait_until(pilot, lambda: notices.any("adapter failed", "does not fit"), "the error")
+        assert engine.which() == "base" and app.is_running
+        view = await send(pilot, "still fine?")
+        assert view.reply.speaker == "base"
+
+
+async def test_help_and_record_view_open_and_close(workspace):
+    store = FeedbackStore(workspace.db_path)
+    store.add_feedback("flagged", [{"role": "user", "content": "q"}], "bad", reason="why not")
+    store.close()
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpModal)
+        await pilot.press("escape", "escape", "question_mark")  # from the replies area, ? works too
+        assert isinstance(app.screen, HelpModal)
+        await pilot.press("escape", "d", "enter")
+        assert isinstance(app.screen, RecordModal)
+        assert app.screen.record.reason == "why not"
+        await pilot.press("escape")
+        assert isinstance(app.screen, DatasetScreen)
+
+
+async def test_toggle_without_any_adapter_says_how_to_get_one(workspace):
+    app = make_app(workspace)
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        await pilot.press("tab", "b")
+        await wait_until(pilot, lambda: notices.any("No adapter yet", "--adapter"), "the hint")
+        assert app.engine.which() == "base"
+
+
+async def test_startup_adapter_that_fails_is_reported_and_base_answers(workspace):
+    add_gguf_run(workspace, "bad")
+    app = make_app(workspace, FakeEngine(broken_adapters=("bad",)), adapter="bad")
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        await wait_until(pilot, lambda: notices.any("adapter not loaded", "does not fit"), "adapter error")
+        view = await send(pilot, "still there?")
+        assert view.reply.speaker == "base"
+
+
+async def test_compare_and_vote_stores_a_preference(workspace):
+    add_gguf_run(workspace, "run1")
+    app = make_app(workspace, adapter="run1")
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        assert app.engine.which() == "adapter run1"
+        await send(pilot, "name a fruit")
+        await pilot.press("tab", "c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.done, "both replies")
+        left, right = app.screen.panes
+        assert (left.speaker, right.speaker) == ("base", "adapter run1")
+        await pilot.press("2")
+        await wait_until(pilot, lambda: app.screen.voted == 1, "vote")
+        assert "✓ chosen" in str(right.query_one(".compare-label").render())
+        await pilot.press("escape")
+        assert isinstance(app.screen, ChatScreen)
+        assert app.engine.which() == "adapter run1"  # compare restores who answers
+        store = FeedbackStore(workspace.db_path)
+        [vote] = store.records(kind="preference")
+        assert vote.prompt == "name a fruit"
+        assert vote.correction == right.text and vote.reply == left.text  # chosen / rejected
+        assert vote.meta == {"chosen_by": "adapter run1", "rejected_by": "base", "blind": False}
+        assert store.dpo_pairs(split=None)[0]["chosen"] == right.text
+        store.close()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+async def test_blind_compare_hides_names_until_the_vote(workspace, seed):
+    add_gguf_run(workspace, "run1")
+    app = make_app(workspace, adapter="run1")
+    app.rng = random.Random(seed)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await send(pilot, "name a fruit")
+        await pilot.press("tab", "B", "c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.done, "both replies")
+        panes = app.screen.panes
+        labels = [str(p.query_one(".compare-label").render()) for p in panes]
+        assert labels == ["Reply 1", "Reply 2"]
+        await pilot.press("1")
+        await wait_until(pilot, lambda: app.screen.voted == 0, "vote")
+        revealed = str(panes[0].query_one(".compare-label").render())
+        assert ("BASE" if panes[0].speaker == "base" else "adapter run1") in revealed
+        store = FeedbackStore(workspace.db_path)
+        [vote] = store.records(kind="preference")
+        assert vote.meta["blind"] is True and vote.meta["chosen_by"] == panes[0].speaker
+        store.close()
+
+
+async def test_escape_stops_a_streaming_reply_and_keys_keep_working(workspace):
+    long_script = lambda messages, adapter: " ".join(f"word{i}" for i in range(400))  # noqa: E731
+    app = make_app(workspace, FakeEngine(script=long_script, delay=0.01))
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await pilot.press("h", "i", "enter")
+        await wait_until(pilot, lambda: replies(app) and len(replies(app)[-1].reply.text) > 20, "first words")
+        view = replies(app)[-1]
+        assert view.reply.streaming
+        await pilot.press("x", "y")  # typing still works while it streams
+        assert app.screen.query_one(ChatInput).text == "xy"
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not view.reply.streaming, "the stop")
+        assert view.reply.finish == "cancelled"
+        assert len(view.reply.text.split()) < 400
+        assert "stopped" in str(view.query_one(".reply-header").render())
+
+
+async def test_dataset_screen_filters_edits_moves_and_deletes(workspace):
+    store = FeedbackStore(workspace.db_path)
+    messages = lambda q: [{"role": "user", "content": q}]  # noqa: E731
+    flagged = store.add_feedback("flagged", messages("what is 2+2?"), "5", reason="bad math").id
+    approved = store.add_feedback("approved", messages("hello"), "Hi there!").id
+    app = make_app(workspace)
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        await pilot.press("tab", "d")
+        assert isinstance(app.screen, DatasetScreen)
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 2
+        # filter by kind
+        app.screen.query_one("#filter-kind", Select).value = "flagged"
+        await wait_until(pilot, lambda: table.row_count == 1, "filter")
+        assert app.screen.records[0].id == flagged
+        # edit the flagged record into a correction
+        await pilot.press("e")
+        assert isinstance(app.screen, CorrectModal)
+        app.screen.query_one(TextArea).text = "2+2 is 4."
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: store.get(flagged).kind == "corrected", "correction")
+        assert store.get(flagged).correction == "2+2 is 4."
+        await wait_until(pilot, lambda: table.row_count == 0, "flagged filter now empty")
+        app.screen.query_one("#filter-kind", Select).value = "all"
+        await wait_until(pilot, lambda: table.row_count == 2, "all records")
+        # move the newest (approved) record to the next split, pinned
+        split = store.get(approved).split
+        table.focus()
+        table.move_cursor(row=0)
+        await pilot.press("s")
+        await wait_until(pilot, lambda: store.get(approved).split_pinned, "split change")
+        assert store.get(approved).split != split
+        # delete it, after a confirmation
+        await pilot.press("delete")
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: table.row_count == 1, "deletion")
+        assert [r.id for r in store.records()] == [flagged]
+        await pilot.press("escape")
+        assert isinstance(app.screen, ChatScreen)
+        assert "✎1" in str(app.screen.query_one("#status-data").render())
+    store.close()
+
+
+async def test_dataset_edit_shows_in_the_chat(workspace):
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        view = await send(pilot, "hello")
+        await pilot.press("tab", "a")
+        await wait_until(pilot, lambda: view.reply.kind == "approved", "approval")
+        await pilot.press("d")
+        await pilot.press("e")
+        app.screen.query_one(TextArea).text = "Hello! How can I help?"
+        await pilot.press("ctrl+s")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: view.reply.kind == "corrected", "the chat to follow the store")
+        assert view.reply.shown == "Hello! How can I help?"
+
+
+async def test_store_write_failure_keeps_the_feedback_for_a_retry(workspace, monkeypatch):
+    app = make_app(workspace)
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        view = await send(pilot, "hello")
+
+        def disk_full(*args, **kwargs):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(app.store, "add_feedback", disk_full)
+        await pilot.press("tab", "e")
+        app.screen.query_one(TextArea).text = "A careful answer."
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: notices.any("not saved", "disk is full"), "the error")
+        assert view.reply.kind is None and view.reply.unsaved["correction"] == "A careful answer."
+        assert "not saved" in str(view.query_one(".reply-header").render())
+        monkeypatch.undo()  # space freed: retry keeps the text
+        await pilot.press("e")
+        assert app.screen.query_one(TextArea).text == "A careful answer."
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: view.reply.kind == "corrected", "the retry")
+        assert not view.reply.unsaved
+
+
+async def test_message_sent_while_the_model_loads_goes_out_when_ready(workspace):
+    loaded = threading.Event()
+    engine = FakeEngine()
+
+    def slow_load():
+        loaded.wait(HANG_GUARD_S)
+        return MODEL, engine
+
+    app = ChattuneApp(workspace, slow_load)
+    async with app.run_test() as pilot:
+        await pilot.press(*"early bird", "enter")
+        await wait_until(pilot, lambda: app.screen.waiting == "early bird", "the message to wait")
+        assert app.screen.query_one("#status-spinner").display  # the spinner shows while it loads
+        assert replies(app) == []
+        loaded.set()
+        await wait_until(pilot, lambda: replies(app) and not replies(app)[-1].reply.streaming, "the reply")
+        assert replies(app)[-1].reply.text.endswith("early bird")
+        assert not app.screen.query_one("#status-spinner").display
+
+
+async def test_model_load_failure_is_shown_and_dataset_still_opens(workspace):
+    def broken():
+        raise ModelNotFound("GGUF file /nope.gguf not found", "check the path")
+
+    app = ChattuneApp(workspace, broken)
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await wait_until(pilot, lambda: app.load_error, "the load error")
+        assert notices.any("did not load", "/nope.gguf")
+        assert "no model" in str(app.screen.query_one("#status-model").render())
+        await pilot.press(*"hi", "enter")
+        await wait_until(pilot, lambda: notices.any("No model"), "the refusal")
+        await pilot.press("escape", "d")
+        assert isinstance(app.screen, DatasetScreen)
+
+
+async def test_generation_error_is_notified_not_crashed(workspace):
+    def failing(messages, adapter):
+        raise RuntimeError("context window full")
+
+    app = make_app(workspace, FakeEngine(script=failing))
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        await pilot.press("h", "enter")
+        await wait_until(pilot, lambda: notices.any("reply failed", "context window full"), "the error")
+        await wait_until(pilot, lambda: replies(app)[-1].reply.finish == "error", "the failed mark")
+        assert app.is_running
+
+
+async def test_system_prompt_picker_and_new_conversation(workspace):
+    engine = FakeEngine()
+    app = make_app(workspace, engine)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await send(pilot, "one")
+        await pilot.press("tab", "s")
+        assert isinstance(app.screen, SystemPromptModal)
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: app.system_name != "default", "the pick")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: not replies(app), "a new conversation")
+        await send(pilot, "two")
+        assert engine.seen[-1] == [{"role": "system", "content": app.system_text}, {"role": "user", "content": "two"}]
+
+
+async def test_train_and_export_keys_say_not_yet(workspace):
+    app = make_app(workspace)
+    notices = Notices()
+    async with app.run_test(message_hook=notices.hook) as pilot:
+        await ready(pilot)
+        await pilot.press("tab", "t", "x")
+        await wait_until(pilot, lambda: notices.any("Training", "not available yet")
+                         and notices.any("Export", "not available yet"), "both notices")
+
+
+async def test_flag_reason_dialog_can_be_cancelled(workspace):
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        view = await send(pilot, "hi")
+        await pilot.press("tab", "f")
+        assert isinstance(app.screen, FlagModal)
+        await pilot.press("escape")
+        assert isinstance(app.screen, ChatScreen) and view.reply.kind is None
+        await pilot.press("f")
+        app.screen.query_one(Input).value = ""
+        await pilot.press("enter")  # no reason is fine
+        await wait_until(pilot, lambda: view.reply.kind == "flagged", "flag")
+        assert view.reply.reason is None
+
+
+async def test_status_bar_shows_model_engine_and_counts(workspace):
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        bar = app.screen.query_one(StatusBar)
+        assert MODEL in str(bar.query_one("#status-model").render())
+        assert "BASE" in str(bar.query_one("#status-speaker").render())
+        assert "idle" in str(bar.query_one("#status-training").render())
+        assert "train 0" in str(bar.query_one("#status-data").render())
+
+
+def real_app(workspace, **kwargs) -> ChattuneApp:
+    """The embedded SmolLM2 through the llama.cpp engine, with short replies."""
+    args = SimpleNamespace(model=None, engine="llamacpp", template=None)
+    return ChattuneApp(workspace, lambda: open_model(args, workspace), params=GenParams(max_tokens=16), **kwargs)
+
+
+async def real_ready(pilot) -> None:
+    await wait_until(pilot, lambda: pilot.app.engine is not None or pilot.app.load_error, "the model")
+    assert not pilot.app.load_error
+
+
+@pytest.mark.slow
+async def test_real_embedded_model_streams_and_is_approved(workspace):
+    app = real_app(workspace)
+    async with app.run_test() as pilot:
+        await real_ready(pilot)
+        assert "llamacpp" in app.model_label
+        view = await send(pilot, "What is the capital of France?")
+        assert view.reply.finish in ("stop", "length") and view.reply.text.strip()
+        await pilot.press("tab", "a")
+        await wait_until(pilot, lambda: view.reply.kind == "approved", "approval")
+        store = FeedbackStore(workspace.db_path)
+        assert store.get(view.reply.record_id).reply == view.reply.text
+        store.close()
+    app.close_resources()
+
+
+@pytest.mark.slow
+async def test_real_adapter_hot_swap_and_compare(workspace, taught_run):  # noqa: F811
+    """A LoRA that taught the embedded model a made-up fact: b swaps it out with no reload, and compare
+    shows base and adapter side by side."""
+    app = real_app(workspace, adapter=str(taught_run))
+    async with app.run_test() as pilot:
+        await real_ready(pilot)
+        assert app.engine.which() == f"adapter {taught_run.name}"
+        taught = await send(pilot, QUESTION)
+        assert FACT in taught.reply.text
+        await pilot.press("tab", "c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.done, "both replies")
+        base, adapter = app.screen.panes
+        assert FACT in adapter.text and FACT not in base.text
+        await pilot.press("2")
+        await wait_until(pilot, lambda: app.screen.voted == 1, "vote")
+        await pilot.press("escape")
+        await pilot.press("b", "n")  # a new conversation: the fact in the history would be echoed back
+        await wait_until(pilot, lambda: app.engine.which() == "base" and not replies(app), "base, new chat")
+        plain = await send(pilot, QUESTION)
+        assert FACT not in plain.reply.text and plain.reply.speaker == "base"
+        store = FeedbackStore(workspace.db_path)
+        [vote] = store.records(kind="preference")
+        assert vote.meta["chosen_by"] == f"adapter {taught_run.name}" and FACT in vote.correction
+        store.close()
+    app.close_resources()

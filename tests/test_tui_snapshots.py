@@ -1,0 +1,95 @@
+"""Snapshots (pytest-textual-snapshot) of the chat, compare and dataset screens at 80x24.
+
+Deterministic: the FakeEngine's scripted replies, fixed system prompts and fixed records. After a
+deliberate UI change, review the new pictures and update them with `pytest --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fake_engine import FakeEngine, default_script
+from test_tui import add_gguf_run, make_app, ready, send, wait_until
+
+from engine.store import FeedbackStore
+from tui.screens.compare import CompareScreen
+from tui.widgets.chat_input import ChatInput
+
+SIZE = (80, 24)
+
+
+@pytest.fixture(autouse=True)
+def fixed_prompts(tmp_path, monkeypatch):
+    """System prompts that do not change when someone edits prompts/."""
+    system = tmp_path / "prompts" / "system"
+    system.mkdir(parents=True)
+    (system / "default.md").write_text("You are a helpful assistant.")
+    (system / "pirate.md").write_text("Answer like a pirate.")
+    monkeypatch.setenv("CHATTUNE_PROMPTS", str(tmp_path / "prompts"))
+
+
+async def settle(pilot) -> None:
+    """No blinking cursor and no toasts in a picture."""
+    for area in pilot.app.screen.query(ChatInput):
+        area.cursor_blink = False
+    pilot.app.clear_notifications()
+    await pilot.pause()
+
+
+def markdown_script(messages, adapter):
+    if "list" in messages[-1]["content"]:
+        return "Three steps:\n\n1. Ask a question\n2. Judge the reply: `a`, `e` or `f`\n3. **Train** on it"
+    return default_script(messages, adapter)
+
+
+def test_chat_screen(snap_compare, workspace):
+    app = make_app(workspace, FakeEngine(script=markdown_script))
+
+    async def run_before(pilot):
+        await ready(pilot)
+        first = await send(pilot, "What is the capital of France?")
+        await send(pilot, "Give me a list")
+        await pilot.press("tab", "up", "a")
+        await wait_until(pilot, lambda: first.reply.kind == "approved", "approval")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_compare_view(snap_compare, workspace):
+    add_gguf_run(workspace, "run1")
+    app = make_app(workspace, adapter="run1")
+
+    async def run_before(pilot):
+        await ready(pilot)
+        await send(pilot, "Name a fruit")
+        await pilot.press("tab", "c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.done, "both replies")
+        await pilot.press("2")
+        await wait_until(pilot, lambda: app.screen.voted == 1, "vote")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_dataset_screen(snap_compare, workspace):
+    store = FeedbackStore(workspace.db_path)
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    for prompt, reply in (("What is 2+2?", "5"), ("Capital of Peru?", "Lima."), ("Say hi", "Hello!")):
+        messages = [system, {"role": "user", "content": prompt}]
+        if reply == "5":
+            record = store.add_feedback("flagged", messages, reply, reason="wrong sum", model="fake")
+            store.set_correction(record.id, "2+2 is 4.")
+        else:
+            store.add_feedback("approved", messages, reply, model="fake")
+    store.add_feedback("flagged", [system, {"role": "user", "content": "Tell a joke"}], "No.", reason="unhelpful")
+    store.add_preference([system, {"role": "user", "content": "Name a fruit"}], "Mango.", "Rock.",
+                         chosen_by="adapter run1", rejected_by="base")
+    store.close()
+    app = make_app(workspace)
+
+    async def run_before(pilot):
+        await ready(pilot)
+        await pilot.press("tab", "d", "down")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -1,0 +1,257 @@
+"""chattune's app: the screen comes up at once, the model loads in a worker thread, and every failure
+ends up as a notification rather than a traceback."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from functools import partial
+
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from engine.adapters import list_adapters, resolve_adapter
+from engine.engines import ChatEngine, GenParams, open_engine
+from engine.errors import ChattuneError
+from engine.models import resolve_model
+from engine.prompts import system_prompt, system_prompts
+from engine.session import default_engine_for
+from engine.store import FeedbackStore
+from engine.workspace import Workspace
+from tui.generation import Generation
+from tui.labels import adapter_of, speaker_title
+from tui.messages import EngineChanged, StoreChanged
+from tui.modals.help import HelpModal
+from tui.modals.system_prompt import SystemPromptModal
+from tui.screens.chat import ChatScreen
+from tui.screens.compare import CompareScreen
+from tui.screens.dataset import DatasetScreen
+from tui.widgets.status_bar import StatusBar, StatusInfo
+
+# Loads the model (slow; runs on a worker thread): returns what the status bar shows and the engine.
+EngineLoader = Callable[[], tuple[str, ChatEngine]]
+ENGINE_CLOSE_WAIT_S = 30  # a reply still streaming at quit stops at its next token; this is a backstop
+
+
+def open_model(args, workspace: Workspace) -> tuple[str, ChatEngine]:
+    """The engine for the CLI options (--model, --engine, --template), as engine.session.open_chat does."""
+    spec = resolve_model(getattr(args, "model", None))
+    kind = getattr(args, "engine", None) or default_engine_for(spec)
+    engine = open_engine(kind, spec, workspace, template=getattr(args, "template", None))
+    return f"{spec.name} · {kind}", engine
+
+
+class ChattuneApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "chattune"
+    BINDINGS = [Binding("question_mark,f1", "help", "help", key_display="?")]
+
+    def __init__(self, workspace: Workspace, load_engine: EngineLoader, *, system: str = "default",
+                 adapter: str | None = None, params: GenParams | None = None) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self._load_engine = load_engine
+        self.system_name = system
+        self.system_text = system_prompt(system)
+        self.startup_adapter = adapter
+        self.params = params or GenParams()
+        self.engine: ChatEngine | None = None
+        self.model_label = ""
+        self.load_error = ""
+        self.store: FeedbackStore | None = None
+        self.store_error = ""
+        self.engine_lock = threading.Lock()  # one generation or adapter load at a time
+        self.generations: set[Generation] = set()  # running now; quitting cancels them
+        self.b_side: str | None = None  # the adapter that `b` and compare use
+        self.blind = False
+        self.rng = random.Random()  # shuffles the sides of a blind compare
+        self.training = "idle"
+
+    def on_mount(self) -> None:
+        self.push_screen(ChatScreen())
+        self._open_store()
+        self.start_worker(self._load_model, name="load-model")
+        self.refresh_status()
+
+    def _open_store(self) -> None:
+        try:
+            self.store = FeedbackStore(self.workspace.db_path)
+        except ChattuneError as err:
+            self.store_error = str(err)
+            self.notify(str(err), title="feedback store unavailable", severity="error", timeout=30, markup=False)
+
+    # -- workers: all of them start here, so one handler sees every failure ------------------------
+
+    def start_worker(self, work: Callable[[], object], *, name: str) -> Worker:
+        return self.run_worker(work, name=name, group=name, thread=True, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        message = str(error) if isinstance(error, ChattuneError) else f"{type(error).__name__}: {error}"
+        if event.worker.name == "load-model":
+            self.load_error = message
+            self.chat.model_failed(message)
+            self.post_message(EngineChanged())
+            self.notify(message, title="the model did not load", severity="error", timeout=60, markup=False)
+        else:
+            self.notify(message, title=f"{event.worker.name} failed", severity="error", timeout=20, markup=False)
+
+    # -- the model -------------------------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        label, engine = self._load_engine()
+        adapter_error = None
+        if self.startup_adapter:
+            try:
+                ref = resolve_adapter(self.workspace, self.startup_adapter)
+                engine.load_adapter(ref)
+                engine.set_adapter(ref.name)
+                self.b_side = ref.name
+            except ChattuneError as err:
+                adapter_error = str(err)
+        self.call_from_thread(self._model_ready, label, engine, adapter_error)
+
+    async def _model_ready(self, label: str, engine: ChatEngine, adapter_error: str | None) -> None:
+        self.model_label, self.engine = label, engine
+        self.post_message(EngineChanged())
+        await self.chat.model_loaded()
+        if adapter_error:
+            self.notify(f"{adapter_error}\nThe base model answers.", title="adapter not loaded", severity="error",
+                        timeout=30, markup=False)
+
+    def engine_ready(self, tell: bool = False) -> bool:
+        if self.engine is None and tell:
+            if self.load_error:
+                self.notify(f"No model: {self.load_error}", severity="error", markup=False)
+            else:
+                self.notify("The model is still loading.", severity="warning")
+        return self.engine is not None
+
+    # -- A/B ---------------------------------------------------------------------------------------
+
+    def toggle_adapter(self) -> None:
+        if not self.engine_ready(tell=True):
+            return
+        if adapter_of(self.engine.which()) is not None:
+            self.use_adapter(None)
+        else:
+            self.with_b_side(self.use_adapter)
+
+    def use_adapter(self, name: str | None) -> None:
+        try:
+            self.engine.set_adapter(name)
+        except ChattuneError as err:
+            self.notify(str(err), title="adapter", severity="error", markup=False)
+            return
+        self.post_message(EngineChanged())
+        self.notify(f"{speaker_title(self.engine.which())} answers next.", markup=False)
+
+    def with_b_side(self, then: Callable[[str], None]) -> None:
+        """Call `then(adapter name)` with the loaded adapter, loading the newest trained one if needed."""
+        if self.b_side is not None:
+            then(self.b_side)
+            return
+        found = list_adapters(self.workspace)
+        if not found:
+            self.notify("No adapter yet. Judge some replies (a / e / f), train one (t, coming soon), "
+                        "or start with --adapter RUN_OR_FILE.", title="base model only", timeout=10)
+            return
+        newest = max(found, key=lambda ref: (ref.gguf_path or ref.peft_dir).stat().st_mtime)
+        self.notify(f"Loading adapter {newest.name}…", markup=False)
+        self.start_worker(partial(self._load_adapter, newest, then), name="adapter")
+
+    def _load_adapter(self, ref, then: Callable[[str], None]) -> None:
+        with self.engine_lock:
+            self.engine.load_adapter(ref)
+        self.b_side = ref.name
+        self.call_from_thread(then, ref.name)
+
+    def toggle_blind(self) -> None:
+        self.blind = not self.blind
+        self.refresh_status()
+        self.notify("Blind compare: sides shuffled, names shown after the vote." if self.blind
+                    else "Blind compare off.")
+
+    def compare(self, context: list[dict]) -> None:
+        if self.engine_ready(tell=True):
+            self.with_b_side(lambda name: self.push_screen(CompareScreen(context, name, blind=self.blind, rng=self.rng)))
+
+    # -- other screens ---------------------------------------------------------------------------
+
+    def open_dataset(self) -> None:
+        self.push_screen(DatasetScreen())
+
+    def pick_system_prompt(self) -> None:
+        self.push_screen(SystemPromptModal(system_prompts(), self.system_name), self._system_chosen)
+
+    def _system_chosen(self, name: str | None) -> None:
+        if name is None or name == self.system_name:
+            return
+        self.system_name, self.system_text = name, system_prompt(name)
+        self.chat.show_system_note()
+        self.notify(f"System prompt: {name}. It applies from the next reply.", markup=False)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpModal):
+            self.push_screen(HelpModal())
+
+    # -- status ------------------------------------------------------------------------------------
+
+    @property
+    def chat(self) -> ChatScreen:
+        return next(screen for screen in self.screen_stack if isinstance(screen, ChatScreen))
+
+    def on_store_changed(self, _: StoreChanged) -> None:
+        self.refresh_status()
+
+    def on_engine_changed(self, _: EngineChanged) -> None:
+        self.refresh_status()
+
+    def status(self) -> StatusInfo:
+        stats, store_error = None, self.store_error
+        if self.store is not None:
+            try:
+                stats = self.store.stats()
+            except ChattuneError as err:
+                store_error = str(err)
+        return StatusInfo(model=self.model_label, loading=self.engine is None and not self.load_error,
+                          load_error=self.load_error, speaker=self.engine.which() if self.engine else "base",
+                          blind=self.blind, stats=stats, training=self.training, store_error=store_error)
+
+    def refresh_status(self) -> None:
+        info = self.status()
+        for screen in self.screen_stack:
+            for bar in screen.query(StatusBar):
+                bar.show(info)
+
+    # -- quitting ----------------------------------------------------------------------------------
+
+    def on_unmount(self) -> None:
+        for generation in list(self.generations):
+            generation.cancel()
+
+    def close_resources(self) -> None:
+        """After the app has exited: free the model and the store (a streaming thread stops first)."""
+        if self.engine is not None and self.engine_lock.acquire(timeout=ENGINE_CLOSE_WAIT_S):
+            try:
+                self.engine.close()
+            finally:
+                self.engine_lock.release()
+        if self.store is not None:
+            self.store.close()
+
+
+def run_app(args) -> int:
+    """`chattune` / `chattune chat`: open the workspace, then the app; the model loads inside it."""
+    workspace = Workspace.open(getattr(args, "workspace", None))
+    app = ChattuneApp(workspace, partial(open_model, args, workspace), system=getattr(args, "system", None) or "default",
+                      adapter=getattr(args, "adapter", None))
+    try:
+        app.run()
+    finally:
+        app.close_resources()
+    return app.return_code or 0
