@@ -78,3 +78,11 @@ def list_adapters(workspace: Workspace) -> list[AdapterRef]:
         except AdapterError:
             continue
     return found
+
+
+def newest_adapter(workspace: Workspace) -> AdapterRef | None:
+    """The most recently written adapter in the workspace: the default B side of an A/B."""
+    found = list_adapters(workspace)
+    if not found:
+        return None
+    return max(found, key=lambda ref: (ref.gguf_path or ref.peft_dir).stat().st_mtime)

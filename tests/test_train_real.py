@@ -50,8 +50,8 @@ def _score(engine, adapter: str | None) -> tuple[int, list[str]]:
 def test_facts_run_finishes_with_an_adapter_and_a_gguf(facts_run):
     workspace, handle, events, seconds = facts_run
     assert handle.wait() == 0, events[-1]
-    done = events[-1]
-    assert done["event"] == "done" and done["gguf"]
+    done = next(e for e in events if e["event"] == "done")
+    assert done["gguf"]
     start = next(e for e in events if e["event"] == "start")
     assert start["examples"] == 20 and start["val_examples"] == 3 and start["quantization"] == "none"
     warnings = {e["kind"] for e in events if e["event"] == "warning"}
@@ -61,6 +61,22 @@ def test_facts_run_finishes_with_an_adapter_and_a_gguf(facts_run):
     assert len([e for e in events if e["event"] == "eval"]) == start["epochs"]
     print(f"[train] wall {seconds:.0f} s, run {done['elapsed_s']:.0f} s, {done['tokens_per_s']:.0f} tokens/s, "
           f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, eval {done['eval_loss']}")
+
+
+def test_the_run_ends_with_its_scorecard(facts_run, capsys):
+    """Evaluation follows training in the same child; `chattune eval` then shows the same figures."""
+    from engine.cli import main
+
+    workspace, handle, events, _ = facts_run
+    card = events[-1]
+    assert card["event"] == "scorecard", events[-3:]
+    assert card["adapter_f1"] > card["base_f1"] + 0.3
+    assert card["verdict"] in ("good", "overfitting", "underfitting", "too little data")
+    capsys.readouterr()
+    assert main(["--workspace", str(workspace.root), "eval", "--run", handle.name]) == 0
+    out = capsys.readouterr().out
+    assert handle.name in out and card["verdict"] in out
+    print(out)
 
 
 def test_peft_adapter_knows_the_facts_and_hot_swaps(facts_run, embedded_spec, embedded_base):
@@ -123,19 +139,19 @@ def test_gguf_lora_in_llamacpp_agrees_and_the_base_knows_none(facts_run, embedde
 def test_dpo_few_steps_produce_an_adapter(tmp_path_factory, shared_workspace, embedded_base):
     workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "dpo-ws")
     fill_store(workspace.db_path, n_facts=4)
-    handle = start_run(workspace, TrainConfig(method="dpo", epochs=1, batch_size=2), name="dpo")
+    handle = start_run(workspace, TrainConfig(method="dpo", epochs=1, batch_size=2, evaluate=False), name="dpo")
     events = collect(handle)
     assert handle.wait() == 0, events[-1]
     steps = [e for e in events if e["event"] == "step"]
     assert len(steps) == 2 and all("reward_margins" in s for s in steps)
     assert (handle.run_dir / "adapter" / "adapter_model.safetensors").is_file()
-    assert events[-1]["event"] == "done" and events[-1]["gguf"]
+    assert events[-1]["event"] == "done" and events[-1]["gguf"]  # evaluate=False: done is the last word
 
 
 def test_qlora_on_cpu_runs_through_bitsandbytes(tmp_path_factory, shared_workspace, embedded_base):
     workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "qlora-ws")
     fill_store(workspace.db_path, n_facts=4)
-    handle = start_run(workspace, TrainConfig(quantization="4bit", epochs=1, batch_size=2), name="qlora")
+    handle = start_run(workspace, TrainConfig(quantization="4bit", epochs=1, batch_size=2, evaluate=False), name="qlora")
     events = collect(handle)
     assert handle.wait() == 0, events[-1]
     start = next(e for e in events if e["event"] == "start")

@@ -44,7 +44,9 @@ def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_mode
     events = collect(handle)
     assert handle.wait() == 0
     kinds = [e["event"] for e in events]
-    assert kinds[-1] == "done" and "error" not in kinds
+    # Training ends with done (the adapter is usable at once), then the evaluation's scorecard.
+    assert kinds[-1] == "scorecard" and "done" in kinds and "error" not in kinds
+    assert (handle.run_dir / "scorecard.json").is_file() and (handle.run_dir / "scorecard.md").is_file()
     start = next(e for e in events if e["event"] == "start")
     assert (start["examples"], start["val_examples"], start["max_steps"]) == (8, len(VALIDATION), 2)
     assert start["device"] == "cpu" and start["quantization"] == "none" and start["trainable_params"] > 0
@@ -66,7 +68,7 @@ def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_mode
     assert meta["config"]["epochs"] == 1 and meta["config"]["lora_r"] == 16  # preset value, resolved
     assert meta["requested"]["lora_r"] is None
     assert meta["runtime"]["device"] == "cpu" and meta["runtime"]["versions"]["trl"]
-    done = events[-1]
+    done = next(e for e in events if e["event"] == "done")
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert not list((run_dir / "adapter").glob("*.bin"))
     assert done["adapter"] == str(run_dir / "adapter") and done["gguf"] == str(run_dir / "adapter.gguf")
@@ -83,7 +85,7 @@ def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_mode
 
 def test_cancel_keeps_a_checkpoint_and_resume_finishes(filled, tiny_model_dir):
     before = _store_state(filled)
-    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2), str(tiny_model_dir), name="stop-go")
+    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False), str(tiny_model_dir), name="stop-go")
     with pytest.raises(ChattuneError, match="run 'stop-go'"):
         start_run(filled, TrainConfig(), str(tiny_model_dir), name="second")
     assert not filled.run_dir("second").exists()
@@ -118,7 +120,7 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes(filled, tiny_model_dir):
 
 def test_a_killed_child_is_an_error_with_its_log_and_the_workspace_stays_usable(filled, tiny_model_dir):
     before = _store_state(filled)
-    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2), str(tiny_model_dir), name="killed")
+    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False), str(tiny_model_dir), name="killed")
 
     def kill_on_first_step(event, run):
         if event["event"] == "step":
@@ -133,12 +135,12 @@ def test_a_killed_child_is_an_error_with_its_log_and_the_workspace_stays_usable(
     assert lock.holder_of(filled.runs_dir) is None
     assert _store_state(filled) == before
 
-    fresh = start_run(filled, TrainConfig(epochs=1, batch_size=8), str(tiny_model_dir), name="after")
+    fresh = start_run(filled, TrainConfig(epochs=1, batch_size=8, evaluate=False), str(tiny_model_dir), name="after")
     assert collect(fresh)[-1]["event"] == "done"
 
 
 def test_a_run_outlives_the_app_that_started_it_and_can_be_followed(filled, tiny_model_dir):
-    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2), str(tiny_model_dir), name="detached")
+    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False), str(tiny_model_dir), name="detached")
     for event in handle.events():
         if event["event"] == "step":
             break
@@ -199,7 +201,7 @@ def test_multi_gpu_launch_command_is_what_accelerate_expects(tmp_path):
 
 def test_two_processes_train_one_run_through_accelerate(filled, tiny_model_dir):
     """The real `accelerate launch --multi_gpu` path, as DDP over two CPU processes (gloo)."""
-    handle = start_run(filled, TrainConfig(epochs=1, batch_size=2, num_gpus=2), str(tiny_model_dir), name="ddp")
+    handle = start_run(filled, TrainConfig(epochs=1, batch_size=2, num_gpus=2, evaluate=False), str(tiny_model_dir), name="ddp")
     events = collect(handle)
     assert handle.wait() == 0, (handle.run_dir / "train.log").read_text()[-3000:]
     start = next(e for e in events if e["event"] == "start")

@@ -76,7 +76,7 @@ def _finished_run(ctx: Context):
         store.close()
     model_arg = None if ctx.spec.source == "embedded" else str(ctx.spec.path)
     ctx.progress(f"export: training a short run to export ({RUN_EXAMPLES} examples, 1 epoch; not timed)")
-    handle = start_run(workspace, TrainConfig(epochs=1), model_arg=model_arg, name="bench")
+    handle = start_run(workspace, TrainConfig(epochs=1, evaluate=False), model_arg=model_arg, name="bench")
     for _event in handle.events():
         pass
     handle.wait()

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     parser.add_argument("prompt", help="the question")
     add_model_options(parser)
     parser.add_argument("--ab", action="store_true",
-                        help="answer twice: with the base model, then with --adapter, each under a header")
+                        help="answer twice: with the base model, then with --adapter (default: the newest "
+                             "trained adapter), each under a header")
     parser.add_argument("--max-tokens", type=_positive, default=GenParams.max_tokens,
                         help=f"longest reply in tokens (default: {GenParams.max_tokens})")
     parser.set_defaults(func=run)
@@ -32,13 +33,17 @@ def _positive(text: str) -> int:
 
 
 def run(args) -> int:
-    from engine.adapters import resolve_adapter
+    from engine.adapters import newest_adapter, resolve_adapter
     from engine.prompts import system_prompt
     from engine.session import open_chat
+    from engine.workspace import Workspace
 
     if args.ab and not args.adapter:
-        raise ChattuneError("--ab compares the base model with an adapter, but no --adapter was given",
-                            "add --adapter RUN; list runs with `chattune runs`")
+        newest = newest_adapter(Workspace.open(args.workspace))
+        if newest is None:
+            raise ChattuneError("--ab compares the base model with an adapter, but there is no trained adapter yet",
+                                "train one with `chattune train`, or name one with --adapter RUN_OR_FILE")
+        args.adapter = newest.name
     messages = [{"role": "system", "content": system_prompt(args.system)}, {"role": "user", "content": args.prompt}]
     params = GenParams(max_tokens=args.max_tokens)
     workspace, _spec, engine = open_chat(args)

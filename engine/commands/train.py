@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--multi-gpu", type=int, dest="num_gpus", metavar="N", help="DDP over N GPUs via accelerate")
     p.add_argument("--name", help="run name (default METHOD-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN", help="continue a cancelled or interrupted run")
+    p.add_argument("--eval", action=argparse.BooleanOptionalAction, default=None, dest="evaluate",
+                   help="score the adapter after training (held-out split, forgetting, verdict; default on)")
     p.add_argument("--dry-run", action="store_true", help="show the plan and the estimate, train nothing")
     p.add_argument("--yes", "-y", action="store_true", help="start without asking")
     p.set_defaults(func=run_train)
@@ -60,7 +62,7 @@ def config_from_args(args) -> TrainConfig:
         lora_dropout=args.lora_dropout, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_seq_len=args.max_seq_len, seed=args.seed, quantization=quantization, device=args.device,
         precision=args.precision, packing=args.packing, template=args.template, threads=args.threads,
-        num_gpus=args.num_gpus,
+        num_gpus=args.num_gpus, evaluate=args.evaluate,
     )
 
 
@@ -144,8 +146,21 @@ def _show(event: dict, progress, task, console) -> None:
         progress.update(task, completed=event["step"], total=event.get("max_steps"), info=info)
     elif kind == "eval":
         console.print(f"epoch {event.get('epoch', 0):.0f}: eval loss {event['eval_loss']:.4f}")
+    elif kind == "scorecard":
+        console.print(f"scorecard: held-out F1 base {_f(event.get('base_f1'))} -> adapter "
+                      f"{_f(event.get('adapter_f1'))} ({event.get('heldout_n')} items), general answers kept "
+                      f"{_pct(event.get('forgetting_score'))}, verdict [bold]{event.get('verdict')}[/]: "
+                      f"{event.get('reason')}")
     elif kind == "warning":
         console.print(f"[yellow]warning:[/] {event.get('message')}")
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 def _finish(handle, outcome: dict, console) -> int:

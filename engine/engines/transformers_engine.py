@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import warnings
 from collections.abc import Iterator
 
 from engine.adapters import AdapterRef
@@ -52,6 +51,7 @@ class TransformersEngine:
         self._eos_ids = self._end_tokens()
         self._max_ctx = getattr(self.model.config, "max_position_embeddings", None)
         self._loaded: list[str] = []
+        self._peft = None  # the PeftModel around self.model, once an adapter is loaded
         self._wanted: str | None = None
         self._applied: str | None = None
         self._busy = False  # a reply is in flight: swaps wait for it to end
@@ -147,11 +147,8 @@ class TransformersEngine:
                                "re-save it with safetensors (peft's default)")
         with self._lock:
             try:
-                with warnings.catch_warnings():
-                    # peft warns that the model will hold several adapters: that is the point here.
-                    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                    self.model.load_adapter(str(path), adapter_name=adapter.name)
-            except (OSError, ValueError, RuntimeError) as err:
+                self._inject(path, adapter.name)
+            except (OSError, ValueError, RuntimeError, KeyError) as err:
                 raise AdapterError(f"peft could not load adapter {adapter.name!r} from {path}: {err}",
                                    "it must be trained on this base model") from err
             self._loaded.append(adapter.name)
@@ -172,12 +169,25 @@ class TransformersEngine:
             self._put(self._wanted)
             self._applied = self._wanted
 
-    def _put(self, name: str | None) -> None:
-        if name is None:
-            self.model.disable_adapters()
+    def _inject(self, path, name: str) -> None:
+        """Add the adapter's LoRA layers to the live model (peft's own API: transformers' adapter
+        mixin demands a newer peft than the registry has)."""
+        from peft import PeftModel
+
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+            self._peft.eval()
         else:
-            self.model.set_adapter(name)
-            self.model.enable_adapters()
+            self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+
+    def _put(self, name: str | None) -> None:
+        if self._peft is None:
+            return
+        if name is None:
+            self._peft.base_model.disable_adapter_layers()
+        else:
+            self._peft.set_adapter(name)
+            self._peft.base_model.enable_adapter_layers()
 
     def which(self) -> str:
         return speaker_label(self._wanted)

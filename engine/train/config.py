@@ -93,6 +93,7 @@ class TrainConfig:
     dpo_beta: float = 0.1
     gradient_checkpointing: bool | None = None  # None: on with 4bit or CUDA, off for LoRA on CPU
     save_every_steps: int = 0  # 0: a checkpoint at the end of every epoch
+    evaluate: bool = True  # the scorecard (engine.evaluate) after training, in the same child
     threads: int | None = None  # CPU threads for torch; None: all cores (the child runs at lower priority)
     num_gpus: int = 1  # > 1: DDP through `accelerate launch --multi_gpu`
     extra: dict = field(default_factory=dict)  # free-form notes kept with the run (e.g. the base it was planned for)

@@ -1,7 +1,7 @@
 """The training child's voice: one JSON object per line, on stdout (for the runner) and in metrics.jsonl.
 
 Events (every one carries "event" and "t", the unix time):
-  status    phase ("base", "load", "save", "gguf"), message: what the child is busy with
+  status    phase ("base", "load", "save", "gguf", "eval"), message: what the child is busy with
   start     run, method, examples, val_examples, tokens (per epoch), epochs, device, quantization,
             precision, world_size, quantized_layers, step (> 0 when resumed), max_steps,
             trainable_params, total_params, resumed_from (checkpoint path or None)
@@ -11,9 +11,11 @@ Events (every one carries "event" and "t", the unix time):
   eval      step, epoch, eval_loss (the val split, after every epoch)
   checkpoint step, path
   warning   kind ("few_examples", "no_validation", "overfitting", "too_long", "trimmed",
-            "no_checkpoint", "gguf"), message
+            "no_checkpoint", "gguf", "eval"), message
   done      adapter, gguf (None when the conversion failed), final_loss, eval_loss, steps,
             tokens_per_s, elapsed_s, cpu_s (CPU seconds the child used)
+  scorecard path, verdict, reason, heldout_n, base_f1, adapter_f1, forgetting_score, elapsed_s:
+            the evaluation that follows `done` (engine.evaluate; skipped with --no-eval)
   cancelled step, checkpoint (None when cancelled before the first one), log
   error     message, log (and returncode when the runner wrote it for a child that died silently)
 Consumers should ignore event kinds and fields they do not know.

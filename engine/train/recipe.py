@@ -130,7 +130,32 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
 
     # --- cleanup ------------------------------------------------------------------------------
     del trainer, model
+    if rt.main and cfg.evaluate:
+        evaluate(run_dir, log)
     return "done"
+
+
+def evaluate(run_dir: Path, log: EventLog) -> None:
+    """The run's scorecard, after `done`: the adapter is already usable (and hot-swapped by the app)
+    while this runs. A failed evaluation costs the scorecard, never the run; `chattune eval` redoes it."""
+    import gc
+
+    gc.collect()  # the trainer's copy of the model goes before the evaluation loads its own
+    log.emit("status", phase="eval", message="evaluating: held-out split, forgetting check, verdict")
+    try:
+        from engine.evaluate.scorecard import SCORECARD_JSON, evaluate_run
+
+        card = evaluate_run(Workspace(run_dir.parent.parent), run_dir,
+                            progress=lambda message: log.emit("status", phase="eval", message=message))
+    except Exception as err:  # noqa: BLE001 - any failure here must leave the finished run intact
+        log.warn("eval", f"evaluation failed: {type(err).__name__}: {err}; run `chattune eval --run "
+                         f"{run_dir.name}` to try again")
+        return
+    heldout, forgetting = card["heldout"], card["forgetting"]
+    log.emit("scorecard", path=run_dir / SCORECARD_JSON, verdict=card["verdict"]["label"],
+             reason=card["verdict"]["reason"], heldout_n=heldout["n"],
+             base_f1=heldout["base"]["f1"], adapter_f1=heldout["adapter"]["f1"],
+             forgetting_score=forgetting["score"], elapsed_s=card["elapsed_s"])
 
 
 # --- setup ----------------------------------------------------------------------------------------
