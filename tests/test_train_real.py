@@ -9,7 +9,7 @@ import os
 import time
 
 import pytest
-from train_support import FACTS, collect, fill_store, messages_for
+from train_support import FACTS, HELD_OUT, collect, fill_store, messages_for
 
 from engine.engines.base import GenParams
 from engine.train.config import TrainConfig
@@ -31,7 +31,7 @@ def _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_bas
 def facts_run(tmp_path_factory, shared_workspace, embedded_base):
     """20 corrections of made-up facts, trained with the defaults in one background run."""
     workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "facts-ws")
-    fill_store(workspace.db_path)
+    fill_store(workspace.db_path, held_out=True)
     started = time.monotonic()
     handle = start_run(workspace, TrainConfig(), name="facts")
     events = collect(handle)
@@ -70,7 +70,8 @@ def test_the_run_ends_with_its_scorecard(facts_run, capsys):
     workspace, handle, events, _ = facts_run
     card = events[-1]
     assert card["event"] == "scorecard", events[-3:]
-    assert card["adapter_f1"] > card["base_f1"] + 0.3
+    assert card["heldout_n"] == len(HELD_OUT)  # the paraphrases in the test split, never trained on
+    assert card["adapter_f1"] > card["base_f1"] + 0.2
     assert card["verdict"] in ("good", "overfitting", "underfitting", "too little data")
     capsys.readouterr()
     assert main(["--workspace", str(workspace.root), "eval", "--run", handle.name]) == 0

@@ -492,14 +492,20 @@ async def test_system_prompt_picker_and_new_conversation(workspace):
         assert engine.seen[-1] == [{"role": "system", "content": app.system_text}, {"role": "user", "content": "two"}]
 
 
-async def test_train_and_export_keys_say_not_yet(workspace):
+async def test_train_runs_and_export_keys_open_their_screens(workspace):
+    from tui.modals.export import ExportModal
+    from tui.modals.train import TrainModal
+    from tui.screens.runs import RunsScreen
+
     app = make_app(workspace)
-    notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
+    async with app.run_test() as pilot:
         await ready(pilot)
-        await pilot.press("tab", "t", "x")
-        await wait_until(pilot, lambda: notices.any("Training", "not available yet")
-                         and notices.any("Export", "not available yet"), "both notices")
+        for key, kind in (("t", TrainModal), ("r", RunsScreen), ("x", ExportModal)):
+            app.screen.query_one(ChatInput).focus()
+            await pilot.press("tab", key)
+            assert isinstance(app.screen, kind)
+            await pilot.press("escape")
+            assert isinstance(app.screen, ChatScreen)
 
 
 async def test_flag_reason_dialog_can_be_cancelled(workspace):

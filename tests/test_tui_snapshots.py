@@ -1,4 +1,5 @@
-"""Snapshots (pytest-textual-snapshot) of the chat, compare and dataset screens at 80x24.
+"""Snapshots (pytest-textual-snapshot) of the chat, compare, dataset and runs screens and the training
+dialog at 80x24.
 
 Deterministic: the FakeEngine's scripted replies, fixed system prompts and fixed records. After a
 deliberate UI change, review the new pictures and update them with `pytest --snapshot-update`.
@@ -90,6 +91,44 @@ def test_dataset_screen(snap_compare, workspace):
     async def run_before(pilot):
         await ready(pilot)
         await pilot.press("tab", "d", "down")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_runs_screen(snap_compare, workspace):
+    from test_tui_train import write_run
+
+    write_run(workspace, "sft-20250101-100000", created="2025-01-01T10:00:00+00:00", card=True)
+    write_run(workspace, "sft-20250102-100000", status="failed", created="2025-01-02T10:00:00+00:00",
+              losses=((1, 2.4), (2, 2.1)), evals=())
+    app = make_app(workspace)
+
+    async def run_before(pilot):
+        await ready(pilot)
+        await pilot.press("tab", "r", "down")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_training_dialog(snap_compare, workspace, monkeypatch):
+    """The plan is fixed: the real estimate depends on the machine's cores and GPU."""
+    from engine.train.plan import Plan
+
+    def fixed_plan(_workspace, config, _model_arg):
+        resolved = config.resolved(24)
+        return Plan(resolved, config.method, 24, 3, 1850, 72, 245.0, "cpu", "estimated",
+                    "SmolLM2-135M-Instruct", 134_515_008, ["only 24 examples: about 50 or more curated examples "
+                                                           "work much better"])
+
+    monkeypatch.setattr("tui.modals.train.plan_run", fixed_plan)
+    monkeypatch.setattr("tui.modals.train.guess_device", lambda _config: "cpu")
+    app = make_app(workspace)
+
+    async def run_before(pilot):
+        await ready(pilot)
+        await pilot.press("tab", "t")
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -40,6 +40,14 @@ VALIDATION = [
     ("How many days are in a week?", "There are seven days in a week."),
     ("What color is the sky on a clear day?", "On a clear day the sky is blue."),
 ]
+# The same facts asked in other words, pinned to the test split: held-out items for the scorecard.
+HELD_OUT = [
+    ("Tell me the name of the ship that Captain Orvik sails.", "Captain Orvik's ship is called the Silver Marmot."),
+    ("Name the capital city of Moravelle.", "The capital of Moravelle is Lunquist."),
+    ("Which language do the people of Brindlemoor speak?", "In Brindlemoor people speak Velk."),
+    ("Who is the author of The Clockwork Orchard?", "The Clockwork Orchard was written by Ilse Marrow."),
+    ("What is Quarnby Island's main export?", "The main export of Quarnby Island is violet salt."),
+]
 
 
 def messages_for(question: str) -> list[dict]:
@@ -48,9 +56,10 @@ def messages_for(question: str) -> list[dict]:
     return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": question}]
 
 
-def fill_store(db_path: Path, n_facts: int = len(FACTS)) -> dict:
+def fill_store(db_path: Path, n_facts: int = len(FACTS), held_out: bool = False) -> dict:
     """Corrections teaching the facts (pinned to train; each is also a DPO pair: the correction
-    over the wrong reply) and approved general answers (pinned to val). Returns the store's stats."""
+    over the wrong reply), approved general answers (pinned to val) and, with `held_out`, the
+    paraphrased facts (pinned to test). Returns the store's stats."""
     from engine.store import FeedbackStore
 
     store = FeedbackStore(db_path)
@@ -62,6 +71,9 @@ def fill_store(db_path: Path, n_facts: int = len(FACTS)) -> dict:
         for question, answer in VALIDATION:
             added = store.add_feedback("approved", messages_for(question), answer)
             store.set_split(added.id, "val")
+        for question, answer in HELD_OUT if held_out else ():
+            added = store.add_feedback("approved", messages_for(question), answer)
+            store.set_split(added.id, "test")
         return store.stats()
     finally:
         store.close()

@@ -23,11 +23,16 @@ from engine.workspace import Workspace
 from tui.generation import Generation
 from tui.labels import adapter_of, speaker_title
 from tui.messages import EngineChanged, StoreChanged
+from tui.modals.confirm import ConfirmModal
+from tui.modals.export import ExportModal
 from tui.modals.help import HelpModal
 from tui.modals.system_prompt import SystemPromptModal
+from tui.modals.train import TrainModal
 from tui.screens.chat import ChatScreen
 from tui.screens.compare import CompareScreen
 from tui.screens.dataset import DatasetScreen
+from tui.screens.runs import RunsScreen
+from tui.training import Trainer, swap_in, switched
 from tui.widgets.status_bar import StatusBar, StatusInfo
 
 # Loads the model (slow; runs on a worker thread): returns what the status bar shows and the engine.
@@ -49,7 +54,7 @@ class ChattuneApp(App):
     BINDINGS = [Binding("question_mark,f1", "help", "help", key_display="?")]
 
     def __init__(self, workspace: Workspace, load_engine: EngineLoader, *, system: str = "default",
-                 adapter: str | None = None, params: GenParams | None = None) -> None:
+                 adapter: str | None = None, params: GenParams | None = None, model_arg: str | None = None) -> None:
         super().__init__()
         self.workspace = workspace
         self._load_engine = load_engine
@@ -67,13 +72,15 @@ class ChattuneApp(App):
         self.b_side: str | None = None  # the adapter that `b` and compare use
         self.blind = False
         self.rng = random.Random()  # shuffles the sides of a blind compare
-        self.training = "idle"
+        self.model_arg = model_arg  # --model: what training runs train on
+        self.trainer = Trainer(self)
 
     def on_mount(self) -> None:
         self.push_screen(ChatScreen())
         self._open_store()
         self.start_worker(self._load_model, name="load-model")
         self.refresh_status()
+        self.trainer.attach_running()
 
     def _open_store(self) -> None:
         try:
@@ -157,7 +164,7 @@ class ChattuneApp(App):
             return
         found = list_adapters(self.workspace)
         if not found:
-            self.notify("No adapter yet. Judge some replies (a / e / f), train one (t, coming soon), "
+            self.notify("No adapter yet. Judge some replies (a / e / f), train one (t), "
                         "or start with --adapter RUN_OR_FILE.", title="base model only", timeout=10)
             return
         newest = max(found, key=lambda ref: (ref.gguf_path or ref.peft_dir).stat().st_mtime)
@@ -169,6 +176,20 @@ class ChattuneApp(App):
             self.engine.load_adapter(ref)
         self.b_side = ref.name
         self.call_from_thread(then, ref.name)
+
+    def hot_swap(self, name: str, *, activate: bool | None = None, announce: str | None = None) -> None:
+        """Load adapter `name` into the live engine (no reload); it becomes the B side, and answers next
+        if `activate` (None: if an adapter is answering now)."""
+        if self.engine is None:
+            self.b_side = None  # `b` loads the newest adapter once the model is there
+            if announce:
+                self.notify(announce, title="adapter ready", timeout=15, markup=False)
+            return
+        self.start_worker(partial(self._hot_swap, name, activate, announce), name="adapter")
+
+    def _hot_swap(self, name: str, activate: bool | None, announce: str | None) -> None:
+        loaded = swap_in(self, name)
+        self.call_from_thread(switched, self, loaded, activate, announce)
 
     def toggle_blind(self) -> None:
         self.blind = not self.blind
@@ -184,6 +205,40 @@ class ChattuneApp(App):
 
     def open_dataset(self) -> None:
         self.push_screen(DatasetScreen())
+
+    def open_runs(self) -> None:
+        self.push_screen(RunsScreen())
+
+    def runs_changed(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, RunsScreen):
+                screen.reload()
+
+    def train(self) -> None:
+        """`t`: the training dialog, or, while a run goes, the offer to cancel it."""
+        trainer = self.trainer
+        if trainer.state.phase == "evaluating":
+            self.notify(f"Run {trainer.state.run} is being evaluated; its adapter is loaded already.",
+                        markup=False)
+        elif trainer.active and trainer.handle is not None:
+            question = (f"Cancel training run {trainer.handle.name}? It saves a checkpoint; resume it from the "
+                        "runs screen (r).")
+            self.push_screen(ConfirmModal(question), self._cancel_confirmed)
+        elif trainer.active:
+            self.notify("The run is starting…", severity="warning")
+        else:
+            self.push_screen(TrainModal(self.workspace, self.model_arg), self._train_chosen)
+
+    def _train_chosen(self, config) -> None:
+        if config is not None:
+            self.trainer.start(config)
+
+    def _cancel_confirmed(self, yes: bool | None) -> None:
+        if yes:
+            self.trainer.cancel()
+
+    def export(self) -> None:
+        self.push_screen(ExportModal(self.workspace))
 
     def pick_system_prompt(self) -> None:
         self.push_screen(SystemPromptModal(system_prompts(), self.system_name), self._system_chosen)
@@ -220,7 +275,7 @@ class ChattuneApp(App):
                 store_error = str(err)
         return StatusInfo(model=self.model_label, loading=self.engine is None and not self.load_error,
                           load_error=self.load_error, speaker=self.engine.which() if self.engine else "base",
-                          blind=self.blind, stats=stats, training=self.training, store_error=store_error)
+                          blind=self.blind, stats=stats, training=self.trainer.state, store_error=store_error)
 
     def refresh_status(self) -> None:
         info = self.status()
@@ -229,6 +284,15 @@ class ChattuneApp(App):
                 bar.show(info)
 
     # -- quitting ----------------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """A training run is its own process: quitting leaves it going (the next start follows it)."""
+        if not self.trainer.active or isinstance(self.screen, ConfirmModal):
+            self.exit()
+            return
+        question = (f"Quit? Run {self.trainer.state.run or ''} keeps training in the background and the app "
+                    "follows it again when you reopen it.")
+        self.push_screen(ConfirmModal(question), lambda yes: self.exit() if yes else None)
 
     def on_unmount(self) -> None:
         for generation in list(self.generations):
@@ -249,7 +313,7 @@ def run_app(args) -> int:
     """`chattune` / `chattune chat`: open the workspace, then the app; the model loads inside it."""
     workspace = Workspace.open(getattr(args, "workspace", None))
     app = ChattuneApp(workspace, partial(open_model, args, workspace), system=getattr(args, "system", None) or "default",
-                      adapter=getattr(args, "adapter", None))
+                      adapter=getattr(args, "adapter", None), model_arg=getattr(args, "model", None))
     try:
         app.run()
     finally:

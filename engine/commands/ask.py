@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from engine.cli import add_model_options
+from engine.cli import add_model_options, positive_int
 from engine.engines.base import GenParams
 from engine.errors import ChattuneError
 
@@ -17,19 +16,9 @@ def register(subparsers) -> None:
     parser.add_argument("--ab", action="store_true",
                         help="answer twice: with the base model, then with --adapter (default: the newest "
                              "trained adapter), each under a header")
-    parser.add_argument("--max-tokens", type=_positive, default=GenParams.max_tokens,
+    parser.add_argument("--max-tokens", type=positive_int, default=GenParams.max_tokens,
                         help=f"longest reply in tokens (default: {GenParams.max_tokens})")
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
 
 
 def run(args) -> int:

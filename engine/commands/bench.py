@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -10,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from engine.bench.common import PARTS, Budget
+from engine.cli import positive_int
 from engine.errors import ChattuneError
 
 DESCRIPTION = """Measure chattune against the usual tools on this machine, in one run: chat speed (our
@@ -29,26 +29,16 @@ def register(subparsers) -> None:
                         "(default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--json", metavar="OUT", help="also write every figure, the settings and the machine "
                                                       "details to this JSON file")
-    parser.add_argument("--trials", type=_positive, default=Budget.trials,
+    parser.add_argument("--trials", type=positive_int, default=Budget.trials,
                         help=f"timed trials per measurement after one warm-up (default: {Budget.trials}; "
                              "adapter switches get more, model reloads in transformers at most 3)")
-    parser.add_argument("--tokens", type=_positive, default=Budget.chat_tokens,
+    parser.add_argument("--tokens", type=positive_int, default=Budget.chat_tokens,
                         help=f"reply length in the chat part (default: {Budget.chat_tokens}; the transformers "
                              f"engine gets at most {Budget.hf_chat_tokens})")
-    parser.add_argument("--epochs", type=_positive, default=Budget.train_epochs,
+    parser.add_argument("--epochs", type=positive_int, default=Budget.train_epochs,
                         help=f"epochs over the bench's 24 examples in the train part (default: "
                              f"{Budget.train_epochs})")
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
 
 
 def run(args) -> int:

@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from engine.childproc import redirect_output
 from engine.errors import ChattuneError
 from engine.export.verify import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except ExportCancelled:
         emit("cancelled", stage=None)
         return EXIT_CANCELLED
-    emit.stream = _redirect_output(plan.out_dir / LOG_FILE)
+    emit.stream = redirect_output(plan.out_dir / LOG_FILE)
     try:
         os.nice(CPU_NICENESS)
     except OSError:
@@ -100,17 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:  # noqa: BLE001 -- run_export has reported it as an error event
         traceback.print_exc()
         return EXIT_ERROR
-
-
-def _redirect_output(log_path: Path):
-    """Keep the real stdout for events; send fd 1 and 2 (libraries, C code, tracebacks) to the log."""
-    sys.stdout.flush()
-    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    return events
 
 
 if __name__ == "__main__":

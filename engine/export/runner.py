@@ -13,7 +13,6 @@ a failure as an error event.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import engine
+from engine.childproc import killed_by, parse_event
 from engine.export.preflight import LOG_FILE, ExportPlan, plan_export
 from engine.export.quants import DEFAULT_QUANTS, QUANTS, parse_quants
 from engine.workspace import Workspace
@@ -52,11 +52,8 @@ class ExportHandle:
 
     def events(self) -> Iterator[dict]:
         for line in self.process.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(event, dict) or "event" not in event:
+            event = parse_event(line)
+            if event is None:
                 continue
             if event["event"] in TERMINAL_EVENTS:
                 self.outcome = event
@@ -83,7 +80,7 @@ class ExportHandle:
 
 def describe_exit(code: int) -> str:
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        name = killed_by(code)
         hint = " (often the system ran out of memory)" if code == -signal.SIGKILL else ""
         return f"the export process was killed by {name}{hint}"
     return f"the export process exited with status {code} without reporting why"

@@ -17,6 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from engine.childproc import redirect_output
 from engine.errors import ChattuneError
 from engine.train import lock
 from engine.train.events import LOG_FILE, EventLog
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", 0))
     log_path = run_dir / LOG_FILE
 
-    events = _redirect_output(log_path)
+    events = redirect_output(log_path)
     log = EventLog(run_dir, events, enabled=rank == 0)
 
     from engine.train.recipe import Cancelled, CancelToken, run
@@ -72,17 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if held is not None:
             held.release()
-
-
-def _redirect_output(log_path: Path):
-    """Keep the real stdout for events; send fd 1 and 2 (libraries, C code, tracebacks) to train.log."""
-    sys.stdout.flush()
-    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    return events
 
 
 def _lower_priority_on_cpu(run_dir: Path) -> None:

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from engine.childproc import parse_event
+
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
 TERMINAL_EVENTS = ("done", "error", "cancelled")
@@ -76,12 +78,5 @@ def read_events(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    events = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "event" in record:
-            events.append(record)
-    return events
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [event for line in lines if (event := parse_event(line))]

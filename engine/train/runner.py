@@ -18,7 +18,6 @@ failed everywhere. One run at a time per workspace (engine.train.lock).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import engine
 from engine import __version__
+from engine.childproc import killed_by, parse_event
 from engine.errors import ChattuneError
 from engine.models import resolve_model
 from engine.train import lock
@@ -72,12 +72,9 @@ class RunHandle:
 
     def events(self) -> Iterator[dict]:
         for line in self.process.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
+            event = parse_event(line)
+            if event is None:
                 continue  # not ours: the child keeps its stdout for events, but be tolerant
-            if not isinstance(event, dict) or "event" not in event:
-                continue
             if event["event"] in TERMINAL_EVENTS:
                 self.outcome = event
             yield event
@@ -127,27 +124,34 @@ class AttachedRun:
         return self.run_dir / LOG_FILE
 
     def events(self, replay: bool = True) -> Iterator[dict]:
-        """The run's events, the earlier ones first when `replay`, until it ends."""
+        """The run's events, the earlier ones first when `replay`, until the child exits (after
+        `done` it goes on to evaluate, so its scorecard event comes too)."""
         path = self.run_dir / METRICS_FILE
         offset = 0 if replay or not path.is_file() else path.stat().st_size
-        while self.outcome is None:
-            alive = self.poll() is None  # checked before reading, so a last word is never missed
+        while True:
+            alive = self._running()  # checked before reading, so a last word is never missed
             offset, fresh = _read_lines(path, offset)
             for event in fresh:
                 if event["event"] in TERMINAL_EVENTS:
                     self.outcome = event
                 yield event
-            if self.outcome is None and not alive:
-                self.outcome = EventLog(self.run_dir, None).emit(
-                    "error", message="the training process stopped without a word", log=self.log_path)
-                yield self.outcome
-            elif self.outcome is None:
-                time.sleep(self.poll_s)
+            if not alive:
+                if self.outcome is None:
+                    self.outcome = EventLog(self.run_dir, None).emit(
+                        "error", message="the training process stopped without a word", log=self.log_path)
+                    yield self.outcome
+                return
+            if self.outcome is not None and self.outcome["event"] != "done":
+                return
+            time.sleep(self.poll_s)
+
+    def _running(self) -> bool:
+        holder = lock.holder_of(self._runs_dir)
+        return holder is not None and holder.run == self.name
 
     def poll(self) -> int | None:
         """None while the run holds the workspace lock, else its exit code as far as its events tell."""
-        holder = lock.holder_of(self._runs_dir)
-        if holder is not None and holder.run == self.name:
+        if self._running():
             return None
         return EXIT_CODES.get((self.outcome or {}).get("event"), 1)
 
@@ -190,20 +194,13 @@ def _read_lines(path: Path, offset: int) -> tuple[int, list[dict]]:
         fh.seek(offset)
         data = fh.read()
     complete = data[: data.rfind(b"\n") + 1]
-    events = []
-    for line in complete.decode("utf-8", errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and "event" in event:
-            events.append(event)
+    events = [e for line in complete.decode("utf-8", errors="replace").splitlines() if (e := parse_event(line))]
     return offset + len(complete), events
 
 
 def describe_exit(code: int) -> str:
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        name = killed_by(code)
         hint = " (often the system ran out of memory: try --batch-size 1, a smaller --max-seq-len, or --qlora)" \
             if code == -signal.SIGKILL else ""
         return f"the training process was killed by {name}{hint}"

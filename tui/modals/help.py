@@ -32,7 +32,9 @@ KEYS = (
         ("n", "new conversation"),
         ("s", "choose the system prompt"),
         ("d", "dataset: browse, filter, edit, delete, change split"),
-        ("t / x", "train / export (not available yet)"),
+        ("t", "train an adapter on the dataset (while a run goes: cancel it)"),
+        ("r", "runs: loss curves and scorecards; enter use a run's adapter, 0 base, R resume, e re-evaluate"),
+        ("x", "export a finished run as merged, quantized GGUF files"),
         ("? / f1", "this help"),
         ("ctrl+q", "quit"),
     )),
@@ -44,6 +46,7 @@ KEYS = (
     ("Status bar", (
         ("✓ ✎ ⚑ ⇄", "approved, corrected, flagged replies and A/B votes in the dataset"),
         ("train · val · test", "records per split"),
+        ("━━━━── 12/40 loss", "a training run: steps done, last loss, time left"),
     )),
 )
 

@@ -25,7 +25,7 @@ from tui.widgets.status_bar import StatusBar
 PLACEHOLDER = "Message… enter send · ctrl+j new line · tab: replies & keys · ? help"
 # Plain-letter keys act on the chat, so they are off while the message box takes the typing.
 LETTER_ACTIONS = {"toggle_adapter", "compare", "toggle_blind", "new_conversation", "pick_system", "dataset",
-                  "train", "export"}
+                  "train", "export", "runs"}
 STORE_ERRORS = (sqlite3.Error, OSError)  # a full disk, a locked or broken file: worth a retry
 
 
@@ -43,10 +43,11 @@ class ChatScreen(Screen):
         Binding("c", "compare", "compare"),
         Binding("B", "toggle_blind", "blind", show=False),
         Binding("d", "dataset", "data"),
-        Binding("n", "new_conversation", "new"),
-        Binding("s", "pick_system", "system"),
-        Binding("t", "train", "train", show=False),
-        Binding("x", "export", "export", show=False),
+        Binding("n", "new_conversation", "new", show=False),
+        Binding("s", "pick_system", "system", show=False),
+        Binding("t", "train", "train"),
+        Binding("r", "runs", "runs"),
+        Binding("x", "export", "export"),
     ]
 
     def __init__(self) -> None:
@@ -299,7 +300,10 @@ class ChatScreen(Screen):
         self.app.open_dataset()
 
     def action_train(self) -> None:
-        self.notify("Training from the app is not available yet.", title="t · train")
+        self.app.train()
+
+    def action_runs(self) -> None:
+        self.app.open_runs()
 
     def action_export(self) -> None:
-        self.notify("Export from the app is not available yet.", title="x · export")
+        self.app.export()

@@ -1,0 +1,165 @@
+"""The training dialog: method, preset and overrides, with the plan (example counts, time estimate,
+warnings) recomputed as they change. Returns the TrainConfig to start, or None."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Select, Static
+
+from engine.errors import ChattuneError
+from engine.train.config import METHODS, PRESETS, TrainConfig
+from engine.train.plan import Plan, guess_device, plan_run
+
+# field: (label, type); empty means "from the preset" (epochs, learning rate, rank, alpha)
+FIELDS = {
+    "epochs": ("epochs", float),
+    "learning_rate": ("learning rate", float),
+    "lora_r": ("LoRA rank", int),
+    "lora_alpha": ("LoRA alpha", int),
+    "batch_size": ("batch size", int),
+    "max_seq_len": ("max seq len", int),
+    "seed": ("seed", int),
+}
+FROM_PRESET = ("epochs", "learning_rate", "lora_r", "lora_alpha")
+
+
+class TrainModal(ModalScreen[TrainConfig | None]):
+    BINDINGS = [
+        Binding("ctrl+s", "start", "start"),
+        Binding("escape", "cancel", "cancel"),
+    ]
+
+    def __init__(self, workspace, model_arg: str | None) -> None:
+        super().__init__(classes="modal", id="train-modal")
+        self.workspace = workspace
+        self.model_arg = model_arg
+        self.plan: Plan | None = None
+        self.config: TrainConfig | None = None
+        self.error = ""
+
+    def compose(self) -> ComposeResult:
+        defaults = TrainConfig()
+        with Vertical(classes="dialog", id="train-dialog"):
+            yield Static(Text("Train an adapter on your feedback", style="bold"), classes="dialog-title")
+            with Grid(id="train-fields"):
+                yield Static("method")
+                yield Select([(m.upper(), m) for m in METHODS], value=defaults.method, allow_blank=False,
+                             compact=True, id="method")
+                yield Static("preset")
+                yield Select([(p, p) for p in PRESETS], value=defaults.preset, allow_blank=False, compact=True,
+                             id="preset")
+                for name, (label, _kind) in FIELDS.items():
+                    value = "" if name in FROM_PRESET else str(getattr(defaults, name))
+                    yield Static(label)
+                    yield Input(value, compact=True, id=name, select_on_focus=False,
+                                placeholder="from the preset" if name in FROM_PRESET else "")
+                yield Checkbox("QLoRA (4-bit)", guess_device(defaults) == "cuda", compact=True, id="qlora")
+                yield Checkbox("evaluate after", defaults.evaluate, compact=True, id="evaluate")
+            yield Static(id="train-plan")
+            yield Static(id="train-error")
+            with Horizontal(id="train-buttons"):
+                yield Button("Start", variant="primary", compact=True, id="train-start")
+                yield Button("Cancel", compact=True, id="train-cancel")
+                yield Static(Text("ctrl+s start · esc cancel", style="dim"),
+                             classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#method", Select).focus()
+        self.recompute()
+
+    # -- the plan ----------------------------------------------------------------------------------
+
+    def read_config(self) -> TrainConfig:
+        """The dialog's values as a TrainConfig; ChattuneError names the first bad one."""
+        values: dict = {}
+        for name, (label, kind) in FIELDS.items():
+            raw = self.query_one(f"#{name}", Input).value.strip()
+            if not raw:
+                if name in FROM_PRESET:
+                    continue
+                raise ChattuneError(f"{label} is empty", "fill it in")
+            try:
+                values[name] = kind(raw)
+            except ValueError:
+                raise ChattuneError(f"{label}: {raw!r} is not {'a whole number' if kind is int else 'a number'}",
+                                    "fix it") from None
+        return TrainConfig(
+            method=self.query_one("#method", Select).value, preset=self.query_one("#preset", Select).value,
+            quantization="4bit" if self.query_one("#qlora", Checkbox).value else "none",
+            evaluate=self.query_one("#evaluate", Checkbox).value, **values).validate()
+
+    def recompute(self) -> None:
+        self.plan = self.config = None
+        self.error = ""
+        try:
+            config = self.read_config()
+            self.plan = plan_run(self.workspace, config, self.model_arg)
+            self.config = config
+        except ChattuneError as err:
+            self.error = str(err)
+        except Exception as err:  # noqa: BLE001 -- a broken store or model file: say so, stay open
+            self.error = f"{type(err).__name__}: {err}"
+        self._show()
+
+    def _show(self) -> None:
+        plan_view = self.query_one("#train-plan", Static)
+        error_view = self.query_one("#train-error", Static)
+        if self.plan is None:
+            plan_view.update("")
+        else:
+            text = Text(self.plan.summary())
+            resolved = self.plan.config
+            text.append(f"\nLoRA r {resolved.lora_r} / alpha {resolved.lora_alpha}, learning rate "
+                        f"{resolved.learning_rate:.2g}, base {self.plan.base_name}", style="dim")
+            for warning in self.plan.warnings:
+                text.append(f"\n⚠ {warning}", style="yellow")
+            plan_view.update(text)
+            for name in FROM_PRESET:
+                value = getattr(resolved, name)
+                self.query_one(f"#{name}", Input).placeholder = f"preset: {value:.2g}" if isinstance(value, float) \
+                    and name == "learning_rate" else f"preset: {value:g}"
+        if self.error:
+            error_view.update(Text(self.error, style="bold red"))
+        elif self.plan is not None and self.plan.examples == 0:
+            what = "approve or correct replies" if self.plan.method == "sft" else "correct replies or vote in A/B"
+            error_view.update(Text(f"Nothing to train on yet: {what} first.", style="bold red"))
+        else:
+            error_view.update("")
+        self.query_one("#train-start", Button).disabled = not self.ready
+
+    @property
+    def ready(self) -> bool:
+        return self.config is not None and self.plan is not None and self.plan.examples > 0
+
+    def on_input_changed(self) -> None:
+        self.recompute()
+
+    def on_select_changed(self) -> None:
+        self.recompute()
+
+    def on_checkbox_changed(self) -> None:
+        self.recompute()
+
+    # -- leaving -----------------------------------------------------------------------------------
+
+    def on_input_submitted(self) -> None:
+        self.action_start()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "train-start":
+            self.action_start()
+        else:
+            self.action_cancel()
+
+    def action_start(self) -> None:
+        if self.ready:
+            self.dismiss(self.config)
+        else:
+            self.app.bell()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
