@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -95,6 +96,8 @@ def test_list_show_split_edit_rm(tmp_path):
 
     assert f"record {approved} is pinned to test" in ok(ws, "split", str(approved), "test")
     assert "test*" in ok(ws, "list")
+    narrow = ok(ws, "list", env={"COLUMNS": "80"})  # ids, kinds and splits survive a plain terminal
+    assert all(re.search(rf"│ +{n} │ ", narrow) for n in (1, 2, 3)) and "preference" in narrow and "test*" in narrow
 
     editor = tmp_path / "editor.py"
     editor.write_text("import sys\nopen(sys.argv[1], 'w').write('Paris.\\n')\n")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from run_support import start_run
 from teach import ANSWER, question_messages, random_lora, taught_run_fixture  # noqa: F401  (session fixture)
 
 from engine.evaluate.scorecard import SCORECARD_JSON, SCORECARD_MD, evaluate_run, is_current, load_scorecard
@@ -21,21 +21,7 @@ GENERAL = 8  # general prompts per tiny evaluation: enough to see kept and chang
 def make_run(workspace: Workspace, name: str, base: Path, adapter_from, *, n_examples: int = 40) -> Path:
     """A run folder shaped as `chattune train` leaves it: config.json, snapshot/, metrics.jsonl with
     falling loss curves, and the adapter that `adapter_from(run_dir)` writes."""
-    from engine.models import resolve_model
-    from engine.train.config import TrainConfig
-    from engine.train.events import EventLog
-    from engine.train.rundir import base_reference, write_json_atomic
-
-    run_dir = workspace.run_dir(name)
-    run_dir.mkdir(parents=True)
-    with FeedbackStore(workspace.db_path) as store:
-        snapshot = store.snapshot(run_dir / "snapshot")
-    write_json_atomic(run_dir / "config.json", {
-        "name": name, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": TrainConfig().resolved(n_examples).to_dict(),
-        "base": base_reference(resolve_model(str(base)), str(base)),
-        "snapshot": {"dir": "snapshot", "hash": snapshot.hash, "counts": snapshot.counts}})
-    log = EventLog(run_dir, None)
+    run_dir, log, _snapshot = start_run(workspace, name, base, n_examples)
     log.emit("start", run=name, method="sft", examples=n_examples, val_examples=4)
     for step in range(1, 31):
         log.emit("step", step=step, max_steps=30, epoch=step / 10, loss=2.0 * 0.9 ** step)
@@ -141,14 +127,14 @@ def test_summary_rows_for_the_runs_screen(tiny_eval_ws, tiny_cards):
 def test_eval_cli_table_and_detail(tiny_eval_ws, tiny_cards, capsys, monkeypatch):
     from engine.cli import main
 
-    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("COLUMNS", "80")  # the table fits a plain terminal without cutting a cell
     with FeedbackStore(tiny_eval_ws.db_path) as store:
         store.add_preference(_chat("Hi?"), "Hello there!", "Go away.", chosen_by="adapter noisy", rejected_by="base",
                              blind=True)
     assert main(["--workspace", str(tiny_eval_ws.root), "eval"]) == 0
     table = capsys.readouterr().out
     assert "same" in table and "noisy" in table and "verdict" in table and "100% of 1" in table
-    assert f"{GENERAL}/{GENERAL} (100%)" in table
+    assert f"{GENERAL}/{GENERAL}" in table and "…" not in table
 
     assert main(["--workspace", str(tiny_eval_ws.root), "eval", "--run", "noisy"]) == 0
     detail = capsys.readouterr().out

@@ -10,10 +10,10 @@ import json
 import re
 import shutil
 from collections import namedtuple
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from run_support import start_run
 from teach import random_lora
 
 from engine.errors import ChattuneError
@@ -31,21 +31,7 @@ QUESTIONS = [f"What is the zorb number of planet {i}?" for i in range(12)]
 def make_run(workspace: Workspace, name: str, base: Path, adapter_from, *, status: str = "done") -> Path:
     """A run folder as `chattune train` leaves it: config.json (base reference, resolved config,
     snapshot), snapshot/, metrics.jsonl, and the adapter `adapter_from(run_dir)` writes."""
-    from engine.models import resolve_model
-    from engine.train.config import TrainConfig
-    from engine.train.events import EventLog
-    from engine.train.rundir import base_reference, write_json_atomic
-
-    run_dir = workspace.run_dir(name)
-    run_dir.mkdir(parents=True)
-    with FeedbackStore(workspace.db_path) as store:
-        snapshot = store.snapshot(run_dir / "snapshot")
-    write_json_atomic(run_dir / "config.json", {
-        "name": name, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": TrainConfig().resolved(snapshot.counts.get("sft-train", 1)).to_dict(),
-        "base": base_reference(resolve_model(str(base)), str(base)),
-        "snapshot": {"dir": "snapshot", "hash": snapshot.hash, "counts": snapshot.counts}})
-    log = EventLog(run_dir, None)
+    run_dir, log, snapshot = start_run(workspace, name, base)
     log.emit("start", run=name, method="sft", examples=snapshot.counts.get("sft-train", 0), val_examples=0)
     log.emit("step", step=1, max_steps=2, epoch=0.5, loss=1.5)
     log.emit("step", step=2, max_steps=2, epoch=1.0, loss=0.7)

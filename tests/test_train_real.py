@@ -137,12 +137,19 @@ def test_gguf_lora_in_llamacpp_agrees_and_the_base_knows_none(facts_run, embedde
         engine.close()
 
 
-def test_dpo_few_steps_produce_an_adapter(tmp_path_factory, shared_workspace, embedded_base):
-    workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "dpo-ws")
+def _two_steps(tmp_path_factory, shared_workspace, embedded_base, name: str, **config):
+    """Run `name` (one epoch over 4 facts in batches of 2: two steps, no evaluation) in a workspace of
+    its own; returns (handle, events) once it has exited cleanly."""
+    workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, f"{name}-ws")
     fill_store(workspace.db_path, n_facts=4)
-    handle = start_run(workspace, TrainConfig(method="dpo", epochs=1, batch_size=2, evaluate=False), name="dpo")
+    handle = start_run(workspace, TrainConfig(epochs=1, batch_size=2, evaluate=False, **config), name=name)
     events = collect(handle)
     assert handle.wait() == 0, events[-1]
+    return handle, events
+
+
+def test_dpo_few_steps_produce_an_adapter(tmp_path_factory, shared_workspace, embedded_base):
+    handle, events = _two_steps(tmp_path_factory, shared_workspace, embedded_base, "dpo", method="dpo")
     steps = [e for e in events if e["event"] == "step"]
     assert len(steps) == 2 and all("reward_margins" in s for s in steps)
     assert (handle.run_dir / "adapter" / "adapter_model.safetensors").is_file()
@@ -150,11 +157,7 @@ def test_dpo_few_steps_produce_an_adapter(tmp_path_factory, shared_workspace, em
 
 
 def test_qlora_on_cpu_runs_through_bitsandbytes(tmp_path_factory, shared_workspace, embedded_base):
-    workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "qlora-ws")
-    fill_store(workspace.db_path, n_facts=4)
-    handle = start_run(workspace, TrainConfig(quantization="4bit", epochs=1, batch_size=2, evaluate=False), name="qlora")
-    events = collect(handle)
-    assert handle.wait() == 0, events[-1]
+    handle, events = _two_steps(tmp_path_factory, shared_workspace, embedded_base, "qlora", quantization="4bit")
     start = next(e for e in events if e["event"] == "start")
     assert start["quantization"] == "4bit" and start["quantized_layers"] == 30 * 7  # every projection is NF4
     assert start["precision"] == "fp32"

@@ -6,6 +6,7 @@ import random
 import sqlite3
 import threading
 import time
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -83,6 +84,17 @@ async def ready(pilot) -> None:
     await wait_until(pilot, lambda: pilot.app.engine is not None, "the model to load")
 
 
+@asynccontextmanager
+async def running(workspace, engine=None, *, notices: Notices | None = None, **kwargs):
+    """make_app run under Pilot at 80x24 (the layout the tests expect), past the model load: yields
+    (app, pilot). `notices`, when given, collects the app's notifications."""
+    app = make_app(workspace, engine, **kwargs)
+    hook = notices.hook if notices is not None else None  # not `if notices`: an empty list is falsy
+    async with app.run_test(size=(80, 24), message_hook=hook) as pilot:
+        await ready(pilot)
+        yield app, pilot
+
+
 async def send(pilot, text: str) -> ReplyMessage:
     """Type a message, press enter, and wait for the reply to finish streaming."""
     app = pilot.app
@@ -97,9 +109,7 @@ async def send(pilot, text: str) -> ReplyMessage:
 
 async def test_send_message_streams_markdown_reply(workspace):
     engine = FakeEngine()
-    app = make_app(workspace, engine)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace, engine) as (app, pilot):
         view = await send(pilot, "hello")
         assert view.reply.text == "The **base** model answers: hello"
         assert view.reply.finish == "stop" and view.reply.speaker == "base"
@@ -113,9 +123,7 @@ async def test_send_message_streams_markdown_reply(workspace):
 
 
 async def test_enter_sends_ctrl_j_and_shift_enter_add_lines(workspace):
-    app = make_app(workspace)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         await pilot.press("a", "ctrl+j", "b", "shift+enter", "c")
         assert app.screen.query_one(ChatInput).text == "a\nb\nc"
         assert replies(app) == []
@@ -125,10 +133,8 @@ async def test_enter_sends_ctrl_j_and_shift_enter_add_lines(workspace):
 
 
 async def test_approve_flag_correct_selected_replies(workspace):
-    app = make_app(workspace)
     notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, notices=notices) as (app, pilot):
         first = await send(pilot, "capital of France?")
         second = await send(pilot, "two plus two?")
         await pilot.press("tab")  # input -> last reply
@@ -173,9 +179,7 @@ async def test_approve_flag_correct_selected_replies(workspace):
 
 async def test_a_burst_of_keys_with_enter_sends_all_of_it(workspace):
     """A fast typist or an unbracketed paste: the keys arrive together, Enter among them."""
-    app = make_app(workspace)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         chat_input = app.screen.query_one(ChatInput)
         for key, char in [*((c, c) for c in "one two"), ("ctrl+j", None), *((c, c) for c in "three"),
                           ("enter", None), *((c, c) for c in "next")]:
@@ -186,9 +190,7 @@ async def test_a_burst_of_keys_with_enter_sends_all_of_it(workspace):
 
 
 async def test_letter_keys_type_into_the_message_box(workspace):
-    app = make_app(workspace)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         await pilot.press(*"bcdnx")
         assert app.screen.query_one(ChatInput).text == "bcdnx"
         assert isinstance(app.screen, ChatScreen)
@@ -197,10 +199,8 @@ async def test_letter_keys_type_into_the_message_box(workspace):
 async def test_toggle_base_and_adapter(workspace):
     add_gguf_run(workspace, "run1")
     engine = FakeEngine()
-    app = make_app(workspace, engine)
     notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, engine, notices=notices) as (app, pilot):
         await send(pilot, "hi")
         await pilot.press("tab", "b")  # no adapter loaded: the newest run's is loaded, no model reload
         await wait_until(pilot, lambda: engine.which() == "adapter run1", "adapter switch")
@@ -222,10 +222,8 @@ async def test_toggle_base_and_adapter(workspace):
 async def test_adapter_that_fails_to_load_on_b_is_reported(workspace):
     add_gguf_run(workspace, "bad")
     engine = FakeEngine(broken_adapters=("bad",))
-    app = make_app(workspace, engine)
     notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, engine, notices=notices) as (app, pilot):
         await pilot.press("tab", "b")
         await wait_until(pilot, lambda: notices.any("adapter failed", "does not fit"), "the error")
         assert engine.which() == "base" and app.is_running
@@ -237,9 +235,7 @@ async def test_help_and_record_view_open_and_close(workspace):
     store = FeedbackStore(workspace.db_path)
     store.add_feedback("flagged", [{"role": "user", "content": "q"}], "bad", reason="why not")
     store.close()
-    app = make_app(workspace)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         await pilot.press("f1")
         assert isinstance(app.screen, HelpModal)
         await pilot.press("escape", "escape", "question_mark")  # from the replies area, ? works too
@@ -252,10 +248,8 @@ async def test_help_and_record_view_open_and_close(workspace):
 
 
 async def test_toggle_without_any_adapter_says_how_to_get_one(workspace):
-    app = make_app(workspace)
     notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, notices=notices) as (app, pilot):
         await pilot.press("tab", "b")
         await wait_until(pilot, lambda: notices.any("No adapter yet", "--adapter"), "the hint")
         assert app.engine.which() == "base"
@@ -263,10 +257,8 @@ async def test_toggle_without_any_adapter_says_how_to_get_one(workspace):
 
 async def test_startup_adapter_that_fails_is_reported_and_base_answers(workspace):
     add_gguf_run(workspace, "bad")
-    app = make_app(workspace, FakeEngine(broken_adapters=("bad",)), adapter="bad")
     notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, FakeEngine(broken_adapters=("bad",)), adapter="bad", notices=notices) as (app, pilot):
         await wait_until(pilot, lambda: notices.any("adapter not loaded", "does not fit"), "adapter error")
         view = await send(pilot, "still there?")
         assert view.reply.speaker == "base"
@@ -274,9 +266,7 @@ async def test_startup_adapter_that_fails_is_reported_and_base_answers(workspace
 
 async def test_compare_and_vote_stores_a_preference(workspace):
     add_gguf_run(workspace, "run1")
-    app = make_app(workspace, adapter="run1")
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace, adapter="run1") as (app, pilot):
         assert app.engine.which() == "adapter run1"
         await send(pilot, "name a fruit")
         await pilot.press("tab", "c")
@@ -323,9 +313,7 @@ async def test_blind_compare_hides_names_until_the_vote(workspace, seed):
 
 async def test_escape_stops_a_streaming_reply_and_keys_keep_working(workspace):
     long_script = lambda messages, adapter: " ".join(f"word{i}" for i in range(400))  # noqa: E731
-    app = make_app(workspace, FakeEngine(script=long_script, delay=0.01))
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace, FakeEngine(script=long_script, delay=0.01)) as (app, pilot):
         await pilot.press("h", "i", "enter")
         await wait_until(pilot, lambda: replies(app) and len(replies(app)[-1].reply.text) > 20, "first words")
         view = replies(app)[-1]
@@ -344,10 +332,8 @@ async def test_dataset_screen_filters_edits_moves_and_deletes(workspace):
     messages = lambda q: [{"role": "user", "content": q}]  # noqa: E731
     flagged = store.add_feedback("flagged", messages("what is 2+2?"), "5", reason="bad math").id
     approved = store.add_feedback("approved", messages("hello"), "Hi there!").id
-    app = make_app(workspace)
     notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, notices=notices) as (app, pilot):
         await pilot.press("tab", "d")
         assert isinstance(app.screen, DatasetScreen)
         table = app.screen.query_one(DataTable)
@@ -386,9 +372,7 @@ async def test_dataset_screen_filters_edits_moves_and_deletes(workspace):
 
 
 async def test_dataset_edit_shows_in_the_chat(workspace):
-    app = make_app(workspace)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         view = await send(pilot, "hello")
         await pilot.press("tab", "a")
         await wait_until(pilot, lambda: view.reply.kind == "approved", "approval")
@@ -402,10 +386,8 @@ async def test_dataset_edit_shows_in_the_chat(workspace):
 
 
 async def test_store_write_failure_keeps_the_feedback_for_a_retry(workspace, monkeypatch):
-    app = make_app(workspace)
     notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, notices=notices) as (app, pilot):
         view = await send(pilot, "hello")
 
         def disk_full(*args, **kwargs):
@@ -466,10 +448,8 @@ async def test_generation_error_is_notified_not_crashed(workspace):
     def failing(messages, adapter):
         raise RuntimeError("context window full")
 
-    app = make_app(workspace, FakeEngine(script=failing))
     notices = Notices()
-    async with app.run_test(message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, FakeEngine(script=failing), notices=notices) as (app, pilot):
         await pilot.press("h", "enter")
         await wait_until(pilot, lambda: notices.any("reply failed", "context window full"), "the error")
         await wait_until(pilot, lambda: replies(app)[-1].reply.finish == "error", "the failed mark")
@@ -478,9 +458,7 @@ async def test_generation_error_is_notified_not_crashed(workspace):
 
 async def test_system_prompt_picker_and_new_conversation(workspace):
     engine = FakeEngine()
-    app = make_app(workspace, engine)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace, engine) as (app, pilot):
         await send(pilot, "one")
         await pilot.press("tab", "s")
         assert isinstance(app.screen, SystemPromptModal)
@@ -497,9 +475,7 @@ async def test_train_runs_and_export_keys_open_their_screens(workspace):
     from tui.modals.train import TrainModal
     from tui.screens.runs import RunsScreen
 
-    app = make_app(workspace)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         for key, kind in (("t", TrainModal), ("r", RunsScreen), ("x", ExportModal)):
             app.screen.query_one(ChatInput).focus()
             await pilot.press("tab", key)
@@ -509,9 +485,7 @@ async def test_train_runs_and_export_keys_open_their_screens(workspace):
 
 
 async def test_flag_reason_dialog_can_be_cancelled(workspace):
-    app = make_app(workspace)
-    async with app.run_test() as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         view = await send(pilot, "hi")
         await pilot.press("tab", "f")
         assert isinstance(app.screen, FlagModal)
@@ -525,9 +499,7 @@ async def test_flag_reason_dialog_can_be_cancelled(workspace):
 
 
 async def test_status_bar_shows_model_engine_and_counts(workspace):
-    app = make_app(workspace)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         bar = app.screen.query_one(StatusBar)
         assert MODEL in str(bar.query_one("#status-model").render())
         assert "BASE" in str(bar.query_one("#status-speaker").render())

@@ -36,6 +36,18 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+def picture(snap_compare, app, steps) -> bool:
+    """snap_compare at SIZE of `app` once the model has loaded, `await steps(pilot)` has run and the
+    screen has settled."""
+
+    async def run_before(pilot):
+        await ready(pilot)
+        await steps(pilot)
+        await settle(pilot)
+
+    return snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
 def markdown_script(messages, adapter):
     if "list" in messages[-1]["content"]:
         return "Three steps:\n\n1. Ask a question\n2. Judge the reply: `a`, `e` or `f`\n3. **Train** on it"
@@ -45,31 +57,27 @@ def markdown_script(messages, adapter):
 def test_chat_screen(snap_compare, workspace):
     app = make_app(workspace, FakeEngine(script=markdown_script))
 
-    async def run_before(pilot):
-        await ready(pilot)
+    async def steps(pilot):
         first = await send(pilot, "What is the capital of France?")
         await send(pilot, "Give me a list")
         await pilot.press("tab", "up", "a")
         await wait_until(pilot, lambda: first.reply.kind == "approved", "approval")
-        await settle(pilot)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert picture(snap_compare, app, steps)
 
 
 def test_compare_view(snap_compare, workspace):
     add_gguf_run(workspace, "run1")
     app = make_app(workspace, adapter="run1")
 
-    async def run_before(pilot):
-        await ready(pilot)
+    async def steps(pilot):
         await send(pilot, "Name a fruit")
         await pilot.press("tab", "c")
         await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.done, "both replies")
         await pilot.press("2")
         await wait_until(pilot, lambda: app.screen.voted == 1, "vote")
-        await settle(pilot)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert picture(snap_compare, app, steps)
 
 
 def test_dataset_screen(snap_compare, workspace):
@@ -88,12 +96,7 @@ def test_dataset_screen(snap_compare, workspace):
     store.close()
     app = make_app(workspace)
 
-    async def run_before(pilot):
-        await ready(pilot)
-        await pilot.press("tab", "d", "down")
-        await settle(pilot)
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert picture(snap_compare, app, lambda pilot: pilot.press("tab", "d", "down"))
 
 
 def test_runs_screen(snap_compare, workspace):
@@ -104,12 +107,7 @@ def test_runs_screen(snap_compare, workspace):
               losses=((1, 2.4), (2, 2.1)), evals=())
     app = make_app(workspace)
 
-    async def run_before(pilot):
-        await ready(pilot)
-        await pilot.press("tab", "r", "down")
-        await settle(pilot)
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert picture(snap_compare, app, lambda pilot: pilot.press("tab", "r", "down"))
 
 
 def test_training_dialog(snap_compare, workspace, monkeypatch):
@@ -126,9 +124,4 @@ def test_training_dialog(snap_compare, workspace, monkeypatch):
     monkeypatch.setattr("tui.modals.train.guess_device", lambda _config: "cpu")
     app = make_app(workspace)
 
-    async def run_before(pilot):
-        await ready(pilot)
-        await pilot.press("tab", "t")
-        await settle(pilot)
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    assert picture(snap_compare, app, lambda pilot: pilot.press("tab", "t"))

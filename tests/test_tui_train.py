@@ -8,7 +8,7 @@ import time
 
 import pytest
 from fake_engine import FakeEngine
-from test_tui import Notices, make_app, ready, send
+from test_tui import Notices, running, send
 from textual.widgets import Button, Checkbox, DataTable, Input
 
 from engine.train import lock
@@ -106,9 +106,7 @@ def test_training_progress_fits_the_status_row():
 
 
 async def test_train_dialog_refuses_an_empty_store(workspace):
-    app = make_app(workspace)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         await pilot.press("tab", "t")
         assert isinstance(app.screen, TrainModal)
         modal = app.screen
@@ -125,9 +123,7 @@ async def test_train_dialog_shows_counts_estimate_and_inline_errors(workspace):
     from train_support import VALIDATION, fill_store
 
     fill_store(workspace.db_path, n_facts=8)
-    app = make_app(workspace)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         await pilot.press("tab", "t")
         modal = app.screen
         assert isinstance(modal, TrainModal)
@@ -166,10 +162,8 @@ async def test_a_run_from_the_dialog_is_hot_swapped_into_the_chat(workspace, tin
 
     fill_store(workspace.db_path, n_facts=8)
     engine = FakeEngine()
-    app = make_app(workspace, engine, model_arg=str(tiny_model_dir))
     notices = Notices()
-    async with app.run_test(size=(80, 24), message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, engine, model_arg=str(tiny_model_dir), notices=notices) as (app, pilot):
         states = record_states(app)
         await pilot.press("tab", "t")
         modal = app.screen
@@ -200,10 +194,8 @@ async def test_a_killed_run_is_reported_with_its_log_and_the_chat_goes_on(worksp
     from train_support import fill_store
 
     fill_store(workspace.db_path, n_facts=4)
-    app = make_app(workspace)
     notices = Notices()
-    async with app.run_test(size=(80, 24), message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, notices=notices) as (app, pilot):
         await pilot.press("tab", "t")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainModal) and app.screen.ready, "the plan")
         await pilot.press("ctrl+s")
@@ -223,9 +215,7 @@ async def test_t_during_a_run_offers_to_cancel_it(workspace):
     from train_support import fill_store
 
     fill_store(workspace.db_path, n_facts=4)
-    app = make_app(workspace)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         await pilot.press("tab", "t")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainModal) and app.screen.ready, "the plan")
         await pilot.press("ctrl+s")
@@ -247,10 +237,8 @@ async def test_events_drive_the_status_bar_and_the_verdict_toast(workspace):
 
     run = write_run(workspace, "r1")
     engine = FakeEngine(adapters=("old",))
-    app = make_app(workspace, engine)
     notices = Notices()
-    async with app.run_test(size=(80, 24), message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, engine, notices=notices) as (app, pilot):
         engine.set_adapter("old")  # an adapter answers: the new one takes over on done
         trainer = app.trainer
         handle = SimpleNamespace(name="r1", run_dir=run, log_path=run / "train.log")
@@ -279,9 +267,7 @@ async def test_events_drive_the_status_bar_and_the_verdict_toast(workspace):
 async def test_quitting_during_a_run_asks_and_leaves_it_going(workspace):
     from tui.modals.confirm import ConfirmModal
 
-    app = make_app(workspace)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         app.trainer._set(TrainingState(phase="training", run="sft-x", step=3, max_steps=10))
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, ConfirmModal)
@@ -300,10 +286,8 @@ async def test_runs_screen_lists_runs_and_enter_switches_the_adapter(workspace):
     write_run(workspace, "sft-new", created="2025-01-02T10:00:00+00:00")
     write_run(workspace, "sft-stopped", status="cancelled", created="2025-01-03T10:00:00+00:00")
     engine = FakeEngine()
-    app = make_app(workspace, engine)
     notices = Notices()
-    async with app.run_test(size=(80, 24), message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, engine, notices=notices) as (app, pilot):
         await pilot.press("tab", "r")
         screen = app.screen
         assert isinstance(screen, RunsScreen)
@@ -338,10 +322,8 @@ async def test_runs_screen_lists_runs_and_enter_switches_the_adapter(workspace):
 
 async def test_re_evaluation_runs_in_a_child_and_its_failure_names_the_log(workspace):
     write_run(workspace, "fake-done")  # its base model is not there: `chattune eval` fails at once
-    app = make_app(workspace)
     notices = Notices()
-    async with app.run_test(size=(80, 24), message_hook=notices.hook) as pilot:
-        await ready(pilot)
+    async with running(workspace, notices=notices) as (app, pilot):
         await pilot.press("tab", "r", "e")
         screen = app.screen
         assert "fake-done" in screen.evaluating
@@ -356,9 +338,7 @@ async def test_re_evaluation_runs_in_a_child_and_its_failure_names_the_log(works
 
 async def test_export_dialog_refuses_absent_and_unknown_runs(workspace):
     write_run(workspace, "unfinished", status="cancelled")
-    app = make_app(workspace)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         await pilot.press("tab", "x")
         modal = app.screen
         assert isinstance(modal, ExportModal) and modal.runs == []
@@ -386,9 +366,7 @@ async def test_export_dialog_exports_a_tiny_run(workspace, tiny_model_dir, monke
     make_run(workspace, "tiny", tiny_model_dir, lambda run_dir: random_lora(tiny_model_dir, run_dir, seed=5))
     monkeypatch.setattr(ExportModal, "verify_prompts", 2)
     monkeypatch.setattr(ExportModal, "verify_max_tokens", 8)
-    app = make_app(workspace)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
+    async with running(workspace) as (app, pilot):
         await pilot.press("tab", "x")
         modal = app.screen
         assert isinstance(modal, ExportModal) and modal.runs == ["tiny"]
@@ -411,10 +389,8 @@ async def test_app_start_follows_a_run_already_training(workspace, monkeypatch):
     write_run(workspace, "bg", status="running", losses=((1, 2.0),), evals=())
     held = lock.acquire(workspace.runs_dir, "bg")
     try:
-        app = make_app(workspace)
         notices = Notices()
-        async with app.run_test(size=(80, 24), message_hook=notices.hook) as pilot:
-            await ready(pilot)
+        async with running(workspace, notices=notices) as (app, pilot):
             await wait_for(pilot, lambda: app.trainer.state.step == 1, "the replayed step", 30)
             assert notices.any("Run bg is training in the background")
             assert "1/6" in status_text(app) and app.trainer.active

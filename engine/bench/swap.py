@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from engine.bench.chat import conversations
 from engine.bench.common import Context, PartResult, Row, column, paired, repeat, summarize, timed
@@ -71,6 +73,57 @@ def _rows(loads: list[float], cycles: list[dict], ours_first: list[dict], reload
     ]
 
 
+@dataclass
+class Reloads:
+    """The baseline: the model built anew for each trial, as users change adapters today."""
+
+    build: Callable  # (adapter ref) -> a model with that adapter
+    build_base: Callable  # () -> the model without an adapter
+    first_reply: Callable  # (model) -> None: take a 1-token reply
+    close: Callable | None  # (model) -> None: free it; None: drop it and let gc free it
+    trials: int
+    announce: str  # the progress line
+    what: str  # how the rows name the baseline
+
+    def trial(self, build: Callable, first_reply: Callable | None = None) -> dict:
+        """Time building the model ('reload') and, when given, a 1-token reply ('reload_first'), both
+        from the start; then free the model, untimed."""
+        start = time.perf_counter()
+        model = build()
+        times = {"reload": time.perf_counter() - start}
+        if first_reply is not None:
+            first_reply(model)
+            times["reload_first"] = time.perf_counter() - start
+        if self.close is not None:
+            self.close(model)
+        else:
+            del model
+            gc.collect()  # free the copy before the next trial builds another
+        return times
+
+
+def _measure(ctx: Context, engine, refs, messages: list[dict], baseline: Reloads) -> list[Row]:
+    """Time our side in the live engine (load once, swap cycles, switch + reply) against the baseline,
+    then close the engine. Both engines' parts share this so that their rows measure the same steps."""
+    names = (refs[0].name, refs[1].name)
+
+    def reload(i: int) -> dict:
+        return baseline.trial(lambda: baseline.build(refs[i % 2]), baseline.first_reply)
+
+    def reload_base(_i: int) -> dict:
+        return baseline.trial(baseline.build_base)
+
+    try:
+        loads = [timed(lambda ref=ref: engine.load_adapter(ref)) for ref in refs]
+        cycles = _swap_cycles(engine, names, ctx.budget.fast_trials)
+        ctx.progress(baseline.announce)
+        ours_first, reloads = paired(_switch_then_reply(engine, names, messages), reload, baseline.trials)
+        base_reloads = repeat(reload_base, baseline.trials)
+    finally:
+        engine.close()
+    return _rows(loads, cycles, ours_first, reloads, base_reloads, baseline.what)
+
+
 # --- llama.cpp ----------------------------------------------------------------------------------
 
 
@@ -83,38 +136,21 @@ def llamacpp_swap(ctx: Context) -> PartResult:
     from engine.engines import open_engine
 
     _base_dir, refs = bench_adapters(ctx)
-    names = (refs[0].name, refs[1].name)
     messages = conversations()[0]
     ctx.progress("swap (llama.cpp): apply, switch and clear in the live engine")
     engine = open_engine("llamacpp", ctx.spec, ctx.workspace)
     threads = engine_threads(engine)
-    try:
-        loads = [timed(lambda ref=ref: engine.load_adapter(ref)) for ref in refs]
-        cycles = _swap_cycles(engine, names, ctx.budget.fast_trials)
 
-        def reload(i: int) -> dict:
-            start = time.perf_counter()
-            llm = raw_llama(ctx.spec.path, threads, lora_path=refs[i % 2].gguf_path)
-            loaded = time.perf_counter()
-            for _chunk in llm.create_chat_completion(messages, max_tokens=1, temperature=0.0, stream=True):
-                pass
-            done = time.perf_counter()
-            llm.close()
-            return {"reload": loaded - start, "reload_first": done - start}
+    def one_token(llm) -> None:
+        for _chunk in llm.create_chat_completion(messages, max_tokens=1, temperature=0.0, stream=True):
+            pass
 
-        def reload_base(_i: int) -> dict:
-            start = time.perf_counter()
-            llm = raw_llama(ctx.spec.path, threads)
-            loaded = time.perf_counter()
-            llm.close()
-            return {"reload": loaded - start}
-
-        ctx.progress("swap (llama.cpp): against reloading Llama(model, lora_path=...)")
-        ours_first, reloads = paired(_switch_then_reply(engine, names, messages), reload, ctx.budget.trials)
-        base_reloads = repeat(reload_base, ctx.budget.trials)
-    finally:
-        engine.close()
-    part.rows = _rows(loads, cycles, ours_first, reloads, base_reloads, "Llama(model_path, ...) construction")
+    part.rows = _measure(ctx, engine, refs, messages, Reloads(
+        build=lambda ref: raw_llama(ctx.spec.path, threads, lora_path=ref.gguf_path),
+        build_base=lambda: raw_llama(ctx.spec.path, threads), first_reply=one_token,
+        close=lambda llm: llm.close(), trials=ctx.budget.trials,
+        announce="swap (llama.cpp): against reloading Llama(model, lora_path=...)",
+        what="Llama(model_path, ...) construction"))
     part.ours = ("LlamaCppEngine.set_adapter(): llama_set_adapters_lora on the live context, KV cache reset; "
                  "adapters loaded once with llama_adapter_lora_init")
     part.baseline = ("llama_cpp.Llama(model_path, lora_path=ADAPTER.gguf) built anew (llama-cpp-python's way to "
@@ -136,44 +172,24 @@ def transformers_swap(ctx: Context) -> PartResult:
 
     part = PartResult("swap-transformers")
     base_dir, refs = bench_adapters(ctx)
-    names = (refs[0].name, refs[1].name)
     messages = conversations()[0]
     ctx.progress("swap (transformers): apply, switch and clear in the live engine")
     engine = open_engine("transformers", ctx.spec, ctx.workspace)
     dtype, device, tokenizer = engine.model.dtype, engine.device, engine.tokenizer
-    try:
-        loads = [timed(lambda ref=ref: engine.load_adapter(ref)) for ref in refs]
-        cycles = _swap_cycles(engine, names, ctx.budget.fast_trials)
 
-        def load_model():
-            return AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device).eval()
+    def load_model():
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device).eval()
 
-        def reload(i: int) -> dict:
-            start = time.perf_counter()
-            model = PeftModel.from_pretrained(load_model(), str(refs[i % 2].peft_dir))
-            loaded = time.perf_counter()
-            inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                   return_dict=True).to(device)
-            model.generate(**inputs, max_new_tokens=1, do_sample=False)
-            done = time.perf_counter()
-            del model
-            gc.collect()
-            return {"reload": loaded - start, "reload_first": done - start}
+    def one_token(model) -> None:
+        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True).to(device)
+        model.generate(**inputs, max_new_tokens=1, do_sample=False)
 
-        def reload_base(_i: int) -> dict:
-            start = time.perf_counter()
-            model = load_model()
-            loaded = time.perf_counter()
-            del model
-            gc.collect()
-            return {"reload": loaded - start}
-
-        ctx.progress("swap (transformers): against reloading the model and PeftModel.from_pretrained")
-        ours_first, reloads = paired(_switch_then_reply(engine, names, messages), reload, ctx.budget.slow_trials)
-        base_reloads = repeat(reload_base, ctx.budget.slow_trials)
-    finally:
-        engine.close()
-    part.rows = _rows(loads, cycles, ours_first, reloads, base_reloads, "AutoModelForCausalLM.from_pretrained")
+    part.rows = _measure(ctx, engine, refs, messages, Reloads(
+        build=lambda ref: PeftModel.from_pretrained(load_model(), str(ref.peft_dir)),
+        build_base=load_model, first_reply=one_token, close=None, trials=ctx.budget.slow_trials,
+        announce="swap (transformers): against reloading the model and PeftModel.from_pretrained",
+        what="AutoModelForCausalLM.from_pretrained"))
     part.ours = ("TransformersEngine.set_adapter(): peft adapters loaded once into the live model, then "
                  "set_adapter / disable_adapters")
     part.baseline = ("AutoModelForCausalLM.from_pretrained(base) + PeftModel.from_pretrained(ADAPTER) anew; "

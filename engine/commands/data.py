@@ -123,17 +123,23 @@ def run_list(args) -> int:
         records = store.records(kind=args.kind, split=args.split, limit=args.limit, offset=args.offset)
         total = store.stats()["total"]
     table = Table(caption=f"{len(records)} shown of {total}; * = split pinned by you")
-    table.add_column("id", justify="right")
-    table.add_column("kind")
-    table.add_column("split")
-    table.add_column("prompt", overflow="ellipsis", no_wrap=True, ratio=3)
-    table.add_column("answer", overflow="ellipsis", no_wrap=True, ratio=2)
-    table.add_column("created", no_wrap=True)
+    # Short columns keep their width (rich would shrink them to nothing on 80 columns); the prompt
+    # and the answer share what is left, 3:2, cut with an ellipsis.
+    console = _console()
+    fixed = [max([2] + [len(str(r.id)) for r in records]), max(len(k) for k in KINDS), len("train*"),
+             len("11-30 02:29")]
+    left = max(20, console.width - sum(fixed) - 3 * 6 - 1)  # 6 columns: a border and 2 spaces each
+    table.add_column("id", justify="right", no_wrap=True, min_width=fixed[0])
+    table.add_column("kind", no_wrap=True, min_width=fixed[1])
+    table.add_column("split", no_wrap=True, min_width=fixed[2])
+    table.add_column("prompt", overflow="ellipsis", no_wrap=True, max_width=left * 3 // 5)
+    table.add_column("answer", overflow="ellipsis", no_wrap=True, max_width=left - left * 3 // 5)
+    table.add_column("created", no_wrap=True, min_width=fixed[3])
     for r in records:
         answer = r.answer if r.kind != "flagged" else f"(flagged) {r.reason or r.reply}"
         table.add_row(str(r.id), r.kind, r.split + ("*" if r.split_pinned else ""), Text(_short(r.prompt, 80)),
-                      Text(_short(answer, 60)), r.created_at[:16].replace("T", " "))
-    _console().print(table)
+                      Text(_short(answer, 60)), r.created_at[5:16].replace("T", " "))
+    console.print(table)
     return 0
 
 

@@ -64,20 +64,21 @@ def runs_table(cards: list[dict]):
 
     from engine.evaluate.report import number, percent, summary_row
 
-    table = Table(title="Runs: held-out score (base → adapter), forgetting, training health, A/B")
-    for column in ("run", "held-out", "exact match", "token F1", "log-lik/token", "forgetting kept", "broken",
-                   "verdict", "A/B win rate"):
-        table.add_column(column, justify="left" if column in ("run", "verdict") else "right")
+    # Short headers, "a→b" cells and no borders: the table fits 80 columns without cutting.
+    table = Table(title="Held-out score (base→adapter), general answers kept, verdict", box=None,
+                  header_style="bold underline")
+    for column in ("run", "n", "F1", "exact", "loglik", "kept", "broke", "verdict", "A/B won"):
+        table.add_column(column, justify="left" if column in ("run", "verdict") else "right", no_wrap=True)
     for card in cards:
         row = summary_row(card)
         table.add_row(
             Text(row["run"]), str(row["heldout_n"]),
-            f"{percent(row['base_exact'])} → {percent(row['adapter_exact'])}",
-            f"{number(row['base_f1'])} → {number(row['adapter_f1'])}",
-            f"{number(row['base_loglik'])} → {number(row['adapter_loglik'])}",
-            f"{row['kept']}/{row['general_n']} ({percent(row['forgetting_score'])})", str(row["broken"]),
+            f"{number(row['base_f1'])}→{number(row['adapter_f1'])}",
+            f"{percent(row['base_exact'])}→{percent(row['adapter_exact'])}",
+            f"{number(row['base_loglik'], 1)}→{number(row['adapter_loglik'], 1)}",
+            f"{row['kept']}/{row['general_n']}", str(row["broken"]),
             Text(row["verdict"], style=_VERDICT_STYLE.get(row["verdict"], "")),
-            f"{percent(row['win_rate'])} of {row['votes']}" if row["votes"] else "no votes",
+            f"{percent(row['win_rate'])} of {row['votes']}" if row["votes"] else "-",
         )
     return table
 

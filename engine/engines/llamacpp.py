@@ -9,7 +9,8 @@ import threading
 from collections.abc import Iterator
 
 from engine.adapters import AdapterRef
-from engine.engines.base import GenParams, ReplyStream, speaker_label
+from engine.engines.adapter_slots import AdapterSlots
+from engine.engines.base import GenParams, ReplyStream
 from engine.errors import AdapterError, ChattuneError, ModelNotFound
 from engine.prompts import template_override
 from engine.templates import model_template, render_chat
@@ -52,7 +53,7 @@ def load_llama(path: str, n_ctx: int = MAX_CTX):
     return llm
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(AdapterSlots):
     kind = "llamacpp"
 
     def __init__(self, spec, workspace=None, template: str | None = None):
@@ -81,10 +82,7 @@ class LlamaCppEngine:
         # Past the training context the model degrades, so that is the limit even if n_ctx is larger.
         self._n_ctx = min(llm.n_ctx(), llm._model.n_ctx_train())
         self._loaded: dict[str, object] = {}  # name -> llama_adapter_lora pointer
-        self._wanted: str | None = None  # what set_adapter asked for
-        self._applied: str | None = None  # what the context runs with
-        self._busy = False  # a reply is in flight: swaps wait for it to end
-        self._lock = threading.Lock()
+        self._init_slots()
         self.last_tokens: list[int] = []  # token ids of the latest reply (parity checks, benchmarks)
 
     def _token_text(self, token: int) -> str:
@@ -107,10 +105,7 @@ class LlamaCppEngine:
                 f"the conversation is {len(tokens)} tokens, more than the model's context of {self._n_ctx}",
                 "start a new chat or shorten the messages",
             )
-        with self._lock:
-            self._activate()
-            self._busy = True
-        reply = ReplyStream(iter(()), speaker_label(self._applied))
+        reply = ReplyStream(iter(()), self._begin_reply())
         reply.pieces = self._pieces(tokens, min(params.max_tokens, room), params, reply)
         return reply
 
@@ -139,9 +134,7 @@ class LlamaCppEngine:
             if tail:
                 yield tail
         finally:
-            with self._lock:
-                self._busy = False
-                self._activate()  # a swap asked for during the reply
+            self._end_reply()
 
     # --- adapters -------------------------------------------------------------------------------
 
@@ -158,35 +151,17 @@ class LlamaCppEngine:
         with self._lock:
             self._loaded[adapter.name] = handle
 
-    def set_adapter(self, name: str | None) -> None:
-        if name is not None and name not in self._loaded:
-            raise AdapterError(f"adapter {name!r} is not loaded",
-                               f"load it first; loaded: {', '.join(self._loaded) or 'none'}")
-        with self._lock:
-            self._wanted = name
-            if not self._busy:
-                self._activate()
-
-    def _activate(self) -> None:
-        """Put the wanted adapter on the context (caller holds the lock). No reload of the base."""
-        if self._wanted == self._applied:
-            return
+    def _apply(self, name: str | None) -> None:
+        """Put an adapter (None: none) on the context. No reload of the base."""
         lib = self._lib
-        if self._wanted is None:
+        if name is None:
             failed = lib.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
         else:
-            adapters = (lib.llama_adapter_lora_p_ctypes * 1)(self._loaded[self._wanted])
+            adapters = (lib.llama_adapter_lora_p_ctypes * 1)(self._loaded[name])
             failed = lib.llama_set_adapters_lora(self._llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         if failed:
-            raise AdapterError(f"llama.cpp refused to apply adapter {self._wanted!r}", "reload the model")
+            raise AdapterError(f"llama.cpp refused to apply adapter {name!r}", "reload the model")
         self._llm.reset()  # the KV cache holds keys and values computed with the other weights
-        self._applied = self._wanted
-
-    def which(self) -> str:
-        return speaker_label(self._wanted)
-
-    def adapters(self) -> list[str]:
-        return list(self._loaded)
 
     def close(self) -> None:
         with self._lock:

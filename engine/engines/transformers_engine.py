@@ -7,7 +7,8 @@ import threading
 from collections.abc import Iterator
 
 from engine.adapters import AdapterRef
-from engine.engines.base import GenParams, ReplyStream, speaker_label
+from engine.engines.adapter_slots import AdapterSlots
+from engine.engines.base import GenParams, ReplyStream
 from engine.errors import AdapterError, ChattuneError, ModelNotFound
 from engine.prompts import template_override
 from engine.templates import model_template, render_chat
@@ -24,7 +25,7 @@ def pick_device():
     return "cpu", torch.float32
 
 
-class TransformersEngine:
+class TransformersEngine(AdapterSlots):
     kind = "transformers"
 
     def __init__(self, spec, workspace, template: str | None = None):
@@ -52,10 +53,7 @@ class TransformersEngine:
         self._max_ctx = getattr(self.model.config, "max_position_embeddings", None)
         self._loaded: list[str] = []
         self._peft = None  # the PeftModel around self.model, once an adapter is loaded
-        self._wanted: str | None = None
-        self._applied: str | None = None
-        self._busy = False  # a reply is in flight: swaps wait for it to end
-        self._lock = threading.Lock()
+        self._init_slots()
 
     def _end_tokens(self) -> list[int]:
         configured = self.model.generation_config.eos_token_id
@@ -79,10 +77,7 @@ class TransformersEngine:
                     f"the conversation is {n_prompt} tokens, more than the model's context of {self._max_ctx}",
                     "start a new chat or shorten the messages",
                 )
-        with self._lock:
-            self._activate()
-            self._busy = True
-        reply = ReplyStream(iter(()), speaker_label(self._applied))
+        reply = ReplyStream(iter(()), self._begin_reply())
         reply.pieces = self._pieces(inputs, max_new, params, reply)
         return reply
 
@@ -131,9 +126,7 @@ class TransformersEngine:
         finally:
             stop.set()  # on cancel: generate() stops at its next step
             worker.join()
-            with self._lock:
-                self._busy = False
-                self._activate()  # a swap asked for during the reply
+            self._end_reply()
 
     # --- adapters (peft, through transformers' adapter API: no reload of the base) ---------------
 
@@ -152,22 +145,7 @@ class TransformersEngine:
                 raise AdapterError(f"peft could not load adapter {adapter.name!r} from {path}: {err}",
                                    "it must be trained on this base model") from err
             self._loaded.append(adapter.name)
-            self._put(self._applied)  # loading may switch the active adapter: restore the one in effect
-
-    def set_adapter(self, name: str | None) -> None:
-        if name is not None and name not in self._loaded:
-            raise AdapterError(f"adapter {name!r} is not loaded",
-                               f"load it first; loaded: {', '.join(self._loaded) or 'none'}")
-        with self._lock:
-            self._wanted = name
-            if not self._busy:
-                self._activate()
-
-    def _activate(self) -> None:
-        """Make the wanted adapter the active one (caller holds the lock)."""
-        if self._wanted != self._applied:
-            self._put(self._wanted)
-            self._applied = self._wanted
+            self._apply(self._applied)  # loading may switch the active adapter: restore the one in effect
 
     def _inject(self, path, name: str) -> None:
         """Add the adapter's LoRA layers to the live model (peft's own API: transformers' adapter
@@ -180,7 +158,8 @@ class TransformersEngine:
         else:
             self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
 
-    def _put(self, name: str | None) -> None:
+    def _apply(self, name: str | None) -> None:
+        """Make an adapter (None: none) the active one."""
         if self._peft is None:
             return
         if name is None:
@@ -188,12 +167,6 @@ class TransformersEngine:
         else:
             self._peft.set_adapter(name)
             self._peft.base_model.enable_adapter_layers()
-
-    def which(self) -> str:
-        return speaker_label(self._wanted)
-
-    def adapters(self) -> list[str]:
-        return list(self._loaded)
 
     def close(self) -> None:
         self.model = None
