@@ -140,7 +140,8 @@ def test_a_killed_child_is_an_error_with_its_log_and_the_workspace_stays_usable(
 
 
 def test_a_run_outlives_the_app_that_started_it_and_can_be_followed(filled, tiny_model_dir):
-    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False), str(tiny_model_dir), name="detached")
+    # Many steps, so the run is still going when the attached reader cancels it.
+    handle = start_run(filled, TrainConfig(epochs=8, batch_size=2, evaluate=False), str(tiny_model_dir), name="detached")
     for event in handle.events():
         if event["event"] == "step":
             break
@@ -149,7 +150,7 @@ def test_a_run_outlives_the_app_that_started_it_and_can_be_followed(filled, tiny
     seen = []
     for event in attached.events():
         seen.append(event)
-        if event["event"] == "step" and event["step"] == 2:
+        if event["event"] == "step":  # the replayed first step: cancel at once
             attached.cancel()
     assert seen[0]["event"] == "status" and seen[-1]["event"] == "cancelled"  # replayed from the start
     assert attached.wait(timeout=60) == 3 and handle.wait(timeout=60) == 3

@@ -48,7 +48,7 @@ def export_part(ctx: Context) -> PartResult:
                   f"(agreement {done.get('agreement')}, verified {done.get('verified')})",
                   "no baseline: the usual route (merge_and_unload, llama.cpp's convert script and the "
                   "compiled llama-quantize) has no single comparable command",
-                  *(done.get("fallbacks") or {}).values()]
+                  *(fallback["message"] for fallback in (done.get("fallbacks") or {}).values())]
     part.details = {"stages_s": done["stages"], "elapsed_s": done.get("elapsed_s"), "wall_s": wall,
                     "files": done["files"], "agreement": done.get("agreement"), "verified": done.get("verified"),
                     "events": len(events)}
