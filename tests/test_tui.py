@@ -153,8 +153,9 @@ async def test_approve_flag_correct_selected_replies(workspace):
         await pilot.press("e")
         assert isinstance(app.screen, CorrectModal)
         area = app.screen.query_one(TextArea)
-        assert area.text == second.reply.text  # prefilled with the reply
-        area.text = "Two plus two is 4."
+        assert area.text == second.reply.text  # prefilled with the reply, all selected
+        await pilot.press(*"Four.")  # typing replaces it
+        assert area.text == "Four."
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: second.reply.kind == "corrected", "correction")
         assert "✎ corrected" in str(second.query_one(".reply-header").render())
@@ -165,7 +166,7 @@ async def test_approve_flag_correct_selected_replies(workspace):
         approved, corrected = records["approved"], records["corrected"]
         assert approved.prompt == "capital of France?" and approved.reply == first.reply.text
         assert approved.model == MODEL and approved.adapter is None and approved.params["max_tokens"] == 512
-        assert corrected.correction == "Two plus two is 4." and corrected.reply == second.reply.text
+        assert corrected.correction == "Four." and corrected.reply == second.reply.text
         assert corrected.reason == "wrong sum"
         assert [m["role"] for m in corrected.messages] == ["system", "user", "assistant", "user"]
         # the status bar counts them
@@ -173,7 +174,7 @@ async def test_approve_flag_correct_selected_replies(workspace):
         assert "✓1" in data and "✎1" in data and "⚑0" in data
         # and the conversation goes on with the corrected answer
         await send(pilot, "and three?")
-        assert {"role": "assistant", "content": "Two plus two is 4."} in replies(app)[-1].reply.context
+        assert {"role": "assistant", "content": "Four."} in replies(app)[-1].reply.context
         store.close()
 
 

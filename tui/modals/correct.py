@@ -27,12 +27,14 @@ class CorrectModal(ModalScreen[str | None]):
             yield Static(Text(self.title_text, style="bold"), classes="dialog-title")
             yield Static(Text("prompt: " + " ".join(self.prompt.split()), style="dim"), classes="dialog-prompt")
             yield TextArea(self.text, soft_wrap=True, id="correction")
-            yield Static(Text("ctrl+s save · esc cancel", style="dim"), classes="dialog-hint")
+            yield Static(Text("typing replaces the reply · arrows edit it · ctrl+s save · esc cancel", style="dim"),
+                         classes="dialog-hint")
 
     def on_mount(self) -> None:
         area = self.query_one(TextArea)
         area.focus()
-        area.move_cursor(area.document.end)
+        # All selected: typing replaces the wrong reply, an arrow key keeps it for a small edit.
+        area.select_all()
 
     def action_save(self) -> None:
         text = self.query_one(TextArea).text
