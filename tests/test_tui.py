@@ -197,6 +197,17 @@ async def test_letter_keys_type_into_the_message_box(workspace):
         assert isinstance(app.screen, ChatScreen)
 
 
+async def test_typing_while_a_reply_is_selected_starts_a_message(workspace):
+    async with running(workspace) as (app, pilot):
+        await send(pilot, "hello")
+        await pilot.press("tab")
+        assert isinstance(app.screen.focused, ReplyMessage)
+        await pilot.press(*"What?")  # no binding wants W: the message box takes it and the rest
+        chat_input = app.screen.query_one(ChatInput)
+        assert app.screen.focused is chat_input and chat_input.text == "What?"
+        assert len(replies(app)) == 1  # nothing was sent, nothing else happened
+
+
 async def test_toggle_base_and_adapter(workspace):
     add_gguf_run(workspace, "run1")
     engine = FakeEngine()

@@ -6,6 +6,7 @@ import sqlite3
 from functools import partial
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -170,6 +171,17 @@ class ChatScreen(Screen):
         return True
 
     # -- selecting replies -----------------------------------------------------------------------
+
+    def on_key(self, event: events.Key) -> None:
+        """A printable key that no binding wants, typed while the replies have the focus, starts a
+        message, so typing never needs a Tab first (key events reach us before the bindings)."""
+        if (isinstance(self.focused, ChatInput) or not event.is_printable or not event.character
+                or event.key in self.active_bindings or event.key in self.app.active_bindings):
+            return
+        chat_input = self.query_one(ChatInput)
+        chat_input.focus()
+        chat_input.insert(event.character)
+        event.stop()
 
     def action_escape(self) -> None:
         if self.stop():
