@@ -12,7 +12,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from engine.adapters import list_adapters, resolve_adapter
+from engine.adapters import newest_adapter, resolve_adapter
 from engine.engines import ChatEngine, GenParams, open_engine
 from engine.errors import ChattuneError
 from engine.models import resolve_model
@@ -72,6 +72,7 @@ class ChattuneApp(App):
         self.b_side: str | None = None  # the adapter that `b` and compare use
         self.blind = False
         self.rng = random.Random()  # shuffles the sides of a blind compare
+        self._stats: tuple[dict | None, str] | None = None  # (store stats, store error), see status()
         self.model_arg = model_arg  # --model: what training runs train on
         self.trainer = Trainer(self)
 
@@ -162,12 +163,11 @@ class ChattuneApp(App):
         if self.b_side is not None:
             then(self.b_side)
             return
-        found = list_adapters(self.workspace)
-        if not found:
+        newest = newest_adapter(self.workspace)
+        if newest is None:
             self.notify("No adapter yet. Judge some replies (a / e / f), train one (t), "
                         "or start with --adapter RUN_OR_FILE.", title="base model only", timeout=10)
             return
-        newest = max(found, key=lambda ref: (ref.gguf_path or ref.peft_dir).stat().st_mtime)
         self.notify(f"Loading adapter {newest.name}…", markup=False)
         self.start_worker(partial(self._load_adapter, newest, then), name="adapter")
 
@@ -266,19 +266,25 @@ class ChattuneApp(App):
     def on_engine_changed(self, _: EngineChanged) -> None:
         self.refresh_status()
 
-    def status(self) -> StatusInfo:
-        stats, store_error = None, self.store_error
-        if self.store is not None:
-            try:
-                stats = self.store.stats()
-            except ChattuneError as err:
-                store_error = str(err)
+    def status(self, store_changed: bool = True) -> StatusInfo:
+        """`store_changed=False` (a training event) reuses the last dataset counts: no query per step."""
+        if store_changed or self._stats is None:
+            self._stats = self._read_stats()
+        stats, store_error = self._stats
         return StatusInfo(model=self.model_label, loading=self.engine is None and not self.load_error,
                           load_error=self.load_error, speaker=self.engine.which() if self.engine else "base",
                           blind=self.blind, stats=stats, training=self.trainer.state, store_error=store_error)
 
-    def refresh_status(self) -> None:
-        info = self.status()
+    def _read_stats(self) -> tuple[dict | None, str]:
+        if self.store is None:
+            return None, self.store_error
+        try:
+            return self.store.stats(), self.store_error
+        except ChattuneError as err:
+            return None, str(err)
+
+    def refresh_status(self, store_changed: bool = True) -> None:
+        info = self.status(store_changed)
         for screen in self.screen_stack:
             for bar in screen.query(StatusBar):
                 bar.show(info)

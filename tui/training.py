@@ -157,7 +157,7 @@ class Trainer:
     def _set(self, state: TrainingState) -> None:
         ended = self.state.phase in ACTIVE and state.phase not in ACTIVE
         self.state = state
-        self.app.refresh_status()
+        self.app.refresh_status(store_changed=False)
         if ended:
             self.app.runs_changed()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import signal
 
+from rich.markup import escape
+
 from engine.errors import ChattuneError
 from engine.export.quants import DEFAULT_QUANTS, QUANTS
 from engine.export.verify import AGREEMENT_TARGET, DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
@@ -51,7 +53,8 @@ def follow(handle) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    console.print(f"exporting run [bold]{handle.plan.run}[/] as {', '.join(handle.plan.quants)} to {handle.out_dir}")
+    console.print(f"exporting run [bold]{escape(handle.plan.run)}[/] as {', '.join(handle.plan.quants)} to "
+                  f"{escape(str(handle.out_dir))}")
     progress = Progress(TextColumn("[bold]{task.fields[stage]:9}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
     task = progress.add_task("starting", total=1.0, stage="")
@@ -69,7 +72,7 @@ def follow(handle) -> int:
                     progress.update(task, completed=event.get("fraction", 0.0), stage=event.get("stage") or "",
                                     description=event.get("message") or "")
                 elif kind == "warning":
-                    console.print(f"[yellow]warning:[/] {event.get('message')}")
+                    console.print(f"[yellow]warning:[/] {escape(str(event.get('message')))}")
                 elif kind == "done":
                     progress.update(task, completed=1.0, stage="done", description="")
     finally:
@@ -109,10 +112,10 @@ def show_summary(done: dict, console) -> None:
         console.print(f"{quant}: [{colour}]{rate:.0%}[/] of the verification prompts get the adapter's reply")
     if done["verified"]:
         first = next(iter(done["ggufs"].values()))
-        console.print(f"[green]verified[/]: chat template and stop token embedded, every reply stopped by itself.\n"
-                      f"try it: chattune chat --model {done['out']}/{first}   "
-                      f"or: cd {done['out']} && ollama create {done['ollama_name']} -f Modelfile")
+        console.print("[green]verified[/]: chat template and stop token embedded, every reply stopped by itself.\n"
+                      + escape(f"try it: chattune chat --model {done['out']}/{first}   "
+                               f"or: cd {done['out']} && ollama create {done['ollama_name']} -f Modelfile"))
     else:
         for problem in done["problems"]:
-            console.print(f"[red]problem:[/] {problem}")
-        console.print(f"[red]not verified[/]: the files are in {done['out']}, but check verify.json before using them")
+            console.print(f"[red]problem:[/] {escape(problem)}")
+        console.print(f"[red]not verified[/]: the files are in {escape(done['out'])}, but check verify.json before using them")

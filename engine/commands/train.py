@@ -6,6 +6,8 @@ import argparse
 import signal
 import sys
 
+from rich.markup import escape
+
 from engine.errors import ChattuneError
 from engine.train.config import DEVICES, METHODS, PRECISIONS, PRESETS, TrainConfig
 from engine.workspace import Workspace
@@ -150,9 +152,9 @@ def _show(event: dict, progress, task, console) -> None:
         console.print(f"scorecard: held-out F1 base {_f(event.get('base_f1'))} -> adapter "
                       f"{_f(event.get('adapter_f1'))} ({event.get('heldout_n')} items), general answers kept "
                       f"{_pct(event.get('forgetting_score'))}, verdict [bold]{event.get('verdict')}[/]: "
-                      f"{event.get('reason')}")
+                      f"{escape(str(event.get('reason')))}")
     elif kind == "warning":
-        console.print(f"[yellow]warning:[/] {event.get('message')}")
+        console.print(f"[yellow]warning:[/] {escape(str(event.get('message')))}")
 
 
 def _f(value) -> str:
@@ -166,13 +168,13 @@ def _pct(value) -> str:
 def _finish(handle, outcome: dict, console) -> int:
     kind = outcome.get("event")
     if kind == "done":
-        console.print(f"[green]done[/]: adapter {outcome.get('adapter')}")
+        console.print(f"[green]done[/]: adapter {escape(str(outcome.get('adapter')))}")
         if outcome.get("gguf"):
-            console.print(f"GGUF LoRA for llama.cpp: {outcome['gguf']}")
-        console.print(f"chat with it: chattune --adapter {handle.name}")
+            console.print(f"GGUF LoRA for llama.cpp: {escape(outcome['gguf'])}")
+        console.print(f"chat with it: chattune --adapter {escape(handle.name)}")
         return 0
     if kind == "cancelled":
-        console.print(f"cancelled. Continue with: chattune train --resume {handle.name}")
+        console.print(f"cancelled. Continue with: chattune train --resume {escape(handle.name)}")
         return EXIT_CANCELLED
     raise ChattuneError(f"training failed: {outcome.get('message', 'unknown error')}",
                         f"the log is {outcome.get('log', handle.log_path)}")

@@ -29,7 +29,7 @@ class ScoringModel:
             torch.set_num_threads(1)
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(self.device)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, use_safetensors=True).to(self.device)
         self.model = PeftModel.from_pretrained(base, adapter_dir).eval()
         self._template = pick_template(template, self.tokenizer.chat_template, Path(base_dir).name)
         limit = getattr(base.config, "max_position_embeddings", None) or MAX_WINDOW

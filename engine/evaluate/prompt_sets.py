@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -56,7 +55,3 @@ def general_text() -> str:
     except OSError as err:
         raise ChattuneError(f"cannot read the held-out general text {path}: {err.strerror}",
                             "reinstall chattune, or point $CHATTUNE_PROMPTS at a prompts folder") from err
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from engine.adapters import GGUF_FILE, PEFT_DIR
 from engine.evaluate.ab import ab_summary
 from engine.evaluate.answers import GENERAL_MAX_TOKENS, answer_both, engine_kind_for, heldout_max_tokens
 from engine.evaluate.base_cache import BaseAnswers
@@ -91,10 +92,11 @@ def is_current(card: dict | None, run_dir: Path) -> bool:
     """The card describes the adapter now in the run folder (a resumed run replaces it)."""
     if card is None:
         return False
-    try:
-        return card.get("adapter_fingerprint") == adapter_fingerprint(read_run(run_dir))
-    except Exception:  # noqa: BLE001 -- an unreadable run has no current card
-        return False
+    # Straight from the adapter files: read_run would also check the base model, and a moved base
+    # says nothing about whether this card describes this adapter.
+    peft, gguf = Path(run_dir) / PEFT_DIR, Path(run_dir) / GGUF_FILE
+    adapter = peft if (peft / "adapter_config.json").is_file() else gguf
+    return adapter.exists() and card.get("adapter_fingerprint") == fingerprint(adapter)
 
 
 def summary_rows(workspace: Workspace) -> list[dict]:

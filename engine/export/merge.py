@@ -26,7 +26,7 @@ def merge_adapter(base_dir: Path, peft_dir: Path, out_dir: Path, *, chat_templat
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     say("loading the full-precision base")
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")  # preflight refused quantized bases
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto", use_safetensors=True)  # preflight refused quantized bases
     say("merging the adapter")
     # One thread: the merge is hundreds of tiny matmuls plus in-place adds, and OpenMP threads that
     # spin on a busy machine made it 5x slower (14 s against 2.6 s for SmolLM2 on 2 shared cores).

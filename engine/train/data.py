@@ -36,11 +36,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def count_examples(snapshot_dir: Path, method: str) -> dict[str, int]:
-    """{"train": n, "val": n, "test": n} for one method, from the snapshot files."""
-    return {split: len(read_jsonl(snapshot_file(snapshot_dir, method, split))) for split in ("train", "val", "test")}
-
-
 def sft_rows(snapshot_dir: Path, split: str) -> list[dict]:
     rows = []
     for record in read_jsonl(snapshot_file(snapshot_dir, "sft", split)):

@@ -230,7 +230,7 @@ def load_base(base_dir: Path, cfg: TrainConfig, rt: Runtime):
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         kwargs["device_map"] = {"": rt.local_rank if rt.device == "cuda" else "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True, **kwargs)
     # No KV cache: besides costing memory, a cache makes transformers ignore position_ids when it
     # builds the attention mask, and a padding-free batch would then attend across its examples.
     model.config.use_cache = False

@@ -81,6 +81,8 @@ class CompareScreen(Screen):
 
     def _generated(self) -> None:
         self.done = True
+        if not self.is_attached:  # esc closed the view while the replies were being generated
+            return
         if self._complete():
             self._hint("Which is better? 1 / [ / ← left · 2 / ] / → right · esc back")
         else:

@@ -19,6 +19,7 @@ from textual_plotext import PlotextPlot
 from engine.errors import ChattuneError
 from engine.evaluate.report import number, percent
 from engine.evaluate.scorecard import summary_rows
+from engine.train.events import METRICS_FILE
 from engine.train.rundir import RunInfo, list_runs
 from tui.background import follow
 from tui.widgets.status_bar import StatusBar
@@ -53,6 +54,8 @@ class RunsScreen(Screen):
                 yield Static(id="run-text")
         yield Footer(compact=True, show_command_palette=False)
 
+    _stamp: tuple = ()
+
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for column in COLUMNS:
@@ -62,8 +65,12 @@ class RunsScreen(Screen):
         self.set_interval(2.0, self._tick)
 
     def _tick(self) -> None:
-        """While a run trains, its row and curves follow it."""
-        if self.app.trainer.active and self.app.screen is self:
+        """While a run trains, its row and curves follow it (re-read only when it wrote something)."""
+        if not (self.app.trainer.active and self.app.screen is self):
+            return
+        stamp = _metrics_stamp(self.app.workspace)
+        if stamp != self._stamp:
+            self._stamp = stamp
             self.reload()
 
     # -- the table ---------------------------------------------------------------------------------
@@ -258,3 +265,15 @@ def run_details(info: RunInfo, row: dict | None) -> Text:
     if not row.get("current", True):
         text.append("\n(scorecard of an older adapter: e evaluates again)", style="yellow")
     return text
+
+
+def _metrics_stamp(workspace) -> tuple:
+    """What changes whenever any run appends an event: the metrics files' sizes and times."""
+    stamps = []
+    for path in sorted(workspace.runs_dir.glob(f"*/{METRICS_FILE}")):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        stamps.append((path.parent.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)

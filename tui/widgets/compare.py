@@ -37,7 +37,7 @@ class ComparePane(VerticalScroll, can_focus=False):
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        if self.finish_reason == "cancelled":
+        if self.finish_reason == "cancelled" and self.is_attached:  # esc may have closed the view already
             self.set_label(f"{self.label}  (stopped)")
 
     def set_label(self, text: Text | str) -> None:

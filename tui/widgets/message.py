@@ -109,7 +109,8 @@ class ReplyMessage(Vertical, can_focus=True):
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        self.refresh_header()
+        if self.is_attached:  # a new conversation may have removed it
+            self.refresh_header()
 
     # -- judging ---------------------------------------------------------------------------------
 
