@@ -143,7 +143,7 @@ async def test_approve_flag_correct_selected_replies(workspace):
         assert app.focused is first
         await pilot.press("a")
         await wait_until(pilot, lambda: first.reply.kind == "approved", "approval")
-        assert notices.any("approved", "#")
+        await wait_until(pilot, lambda: notices.any("approved", "#"), "the toast")
 
         await pilot.press("down", "f")
         assert isinstance(app.screen, FlagModal)
@@ -449,7 +449,7 @@ async def test_model_load_failure_is_shown_and_dataset_still_opens(workspace):
     notices = Notices()
     async with app.run_test(message_hook=notices.hook) as pilot:
         await wait_until(pilot, lambda: app.load_error, "the load error")
-        assert notices.any("did not load", "/nope.gguf")
+        await wait_until(pilot, lambda: notices.any("did not load", "/nope.gguf"), "the notice")
         assert "no model" in str(app.screen.query_one("#status-model").render())
         await pilot.press(*"hi", "enter")
         await wait_until(pilot, lambda: notices.any("No model"), "the refusal")

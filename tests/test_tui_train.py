@@ -179,7 +179,7 @@ async def test_a_run_from_the_dialog_is_hot_swapped_into_the_chat(workspace, tin
         view = await send(pilot, "still chatting?")  # the chat answers while the run trains
         assert view.reply.speaker == "base"
         await wait_for(pilot, lambda: app.b_side == name and not app.trainer.active, "the run to end")
-        assert notices.any(f"Run {name} finished", "press b")
+        await wait_for(pilot, lambda: notices.any(f"Run {name} finished", "press b"), "the notice", 10)
         assert name in engine.adapters() and engine.which() == "base"  # loaded; base still answers
         progress = [s for s in states if s.phase == "training" and s.max_steps == 2]
         assert progress and progress[-1].step == 2 and progress[-1].loss is not None
@@ -202,7 +202,7 @@ async def test_a_killed_run_is_reported_with_its_log_and_the_chat_goes_on(worksp
         await wait_for(pilot, lambda: app.trainer.handle is not None, "the child to start", 60)
         app.trainer.handle.kill()
         await wait_for(pilot, lambda: app.trainer.state.phase == "failed", "the failure", 60)
-        assert notices.any("failed", "killed by SIGKILL", "train.log")
+        await wait_for(pilot, lambda: notices.any("failed", "killed by SIGKILL", "train.log"), "the notice", 10)
         assert "training: failed" in status_text(app)
         view = await send(pilot, "are you there?")
         assert view.reply.text.endswith("are you there?")
@@ -251,7 +251,7 @@ async def test_events_drive_the_status_bar_and_the_verdict_toast(workspace):
             trainer._on_event(handle, event)
         await pilot.pause()
         assert "1/4" in status_text(app) and "loss 2.5" in status_text(app) and "1m30s" in status_text(app)
-        assert notices.any("overfitting", "eval loss going up")
+        await wait_for(pilot, lambda: notices.any("overfitting", "eval loss going up"), "the notice", 10)
         trainer._on_event(handle, {"event": "done", "adapter": str(run / "adapter"), "gguf": None})
         await wait_for(pilot, lambda: engine.which() == "adapter r1", "the hot swap", 30)
         assert app.b_side == "r1" and "evaluating…" in status_text(app)
@@ -260,7 +260,7 @@ async def test_events_drive_the_status_bar_and_the_verdict_toast(workspace):
                                    "base_f1": 0.2, "adapter_f1": 0.5, "forgetting_score": 0.8})
         trainer._ended(handle, None)
         await pilot.pause()
-        assert notices.any("run r1 evaluated", "overfitting", "0.20 → 0.50", "80%")
+        await wait_for(pilot, lambda: notices.any("run r1 evaluated", "overfitting", "0.20 → 0.50", "80%"), "the notice", 10)
         assert "training: idle" in status_text(app) and trainer.handle is None
 
 
@@ -298,13 +298,13 @@ async def test_runs_screen_lists_runs_and_enter_switches_the_adapter(workspace):
         assert "no scorecard" in str(screen.query_one("#run-text").render())  # the cancelled one, first
 
         await pilot.press("enter")  # a cancelled run has no adapter
-        assert notices.any("has no adapter")
+        await wait_for(pilot, lambda: notices.any("has no adapter"), "the notice", 10)
         await pilot.press("e")
-        assert notices.any("has not finished")
+        await wait_for(pilot, lambda: notices.any("has not finished"), "the notice", 10)
         await pilot.press("down")
         assert "sft-new" in str(screen.query_one("#run-text").render())
         await pilot.press("R")
-        assert notices.any("only a cancelled, interrupted or failed run resumes")
+        await wait_for(pilot, lambda: notices.any("only a cancelled, interrupted or failed run resumes"), "the notice", 10)
         await pilot.press("enter")
         await wait_for(pilot, lambda: engine.which() == "adapter sft-new", "the switch", 30)
         assert app.b_side == "sft-new" and "sft-new" in status_text(app, "#status-speaker")
@@ -329,7 +329,7 @@ async def test_re_evaluation_runs_in_a_child_and_its_failure_names_the_log(works
         assert "fake-done" in screen.evaluating
         assert "evaluating" in [str(c) for c in screen.query_one(DataTable).get_row("fake-done")]
         await wait_for(pilot, lambda: not screen.evaluating, "the evaluation to end", 120)
-        assert notices.any("evaluation of fake-done failed", "eval.log")
+        await wait_for(pilot, lambda: notices.any("evaluation of fake-done failed", "eval.log"), "the notice", 10)
         assert (workspace.run_dir("fake-done") / "eval.log").stat().st_size > 0
 
 
@@ -392,7 +392,7 @@ async def test_app_start_follows_a_run_already_training(workspace, monkeypatch):
         notices = Notices()
         async with running(workspace, notices=notices) as (app, pilot):
             await wait_for(pilot, lambda: app.trainer.state.step == 1, "the replayed step", 30)
-            assert notices.any("Run bg is training in the background")
+            await wait_for(pilot, lambda: notices.any("Run bg is training in the background"), "the notice", 10)
             assert "1/6" in status_text(app) and app.trainer.active
             with (workspace.run_dir("bg") / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps({"event": "step", "t": time.time(), "step": 2, "max_steps": 6, "loss": 1.5}) + "\n")
@@ -400,6 +400,6 @@ async def test_app_start_follows_a_run_already_training(workspace, monkeypatch):
             with (workspace.run_dir("bg") / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps({"event": "cancelled", "t": time.time(), "step": 2, "checkpoint": None}) + "\n")
             await wait_for(pilot, lambda: app.trainer.state.phase == "cancelled", "the end", 30)
-            assert notices.any("cancelled; resume it")
+            await wait_for(pilot, lambda: notices.any("cancelled; resume it"), "the notice", 10)
     finally:
         held.release()
