@@ -143,10 +143,14 @@ def test_verify_json(tiny_export):
         assert checks["chat_template"] and checks["eos_stops"] and checks["end_of_turn_stops"]
         assert checks["end_of_turn"] == "<|im_end|>" and checks["eos_token"] == "<|im_end|>"
         assert result["total"] == 3 and result["agree"] + len(result["differing"]) == 3
+        assert result["agree"] + result["near_ties"] == round(result["agreement_with_ties"] * 3)
         # A random tiny model rambles to the limit, like its adapter: flagged, but not the export's fault.
         assert all(not item["adapter_stopped"] for item in result["not_stopping"])
         assert result["ok"] and result["problems"] == []
     assert verify["ok"] and done["verified"]
+    # F16 is the merged adapter itself: token for token it follows the adapter more closely than Q4_K_M.
+    f16, q4 = verify["files"]["F16"], verify["files"]["Q4_K_M"]
+    assert f16["kl"] < q4["kl"] and f16["same_top_token"] >= q4["same_top_token"] and f16["positions"] > 0
 
 
 def test_modelfile_and_card(tiny_export):

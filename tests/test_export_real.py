@@ -15,6 +15,7 @@ from engine.store import FeedbackStore
 from engine.workspace import Workspace
 
 pytestmark = pytest.mark.slow
+QUANTS = ("Q8_0", "Q4_K_M", "Q5_K_M")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def secret_export(tmp_path_factory, taught_run):  # noqa: F811
         shutil.copyfile(taught_run / "adapter.gguf", run_dir / "adapter.gguf")
 
     make_run(workspace, "secret", embedded_model().path, copy_adapter)
-    handle = start_export(workspace, "secret", ["Q8_0", "Q4_K_M"])
+    handle = start_export(workspace, "secret", list(QUANTS))
     events = list(handle.events())
     assert handle.wait() == 0, events[-1]
     return handle.out_dir, events
@@ -49,13 +50,27 @@ def test_export_is_verified_and_agrees_with_the_adapter(secret_export):
     assert done["event"] == "done" and done["verified"] and done["problems"] == []
     verify = json.loads((out / "verify.json").read_text())
     assert verify["source"] == "store test split" and verify["prompts"] == len(PARAPHRASES)
-    assert verify["reference"].startswith("llama.cpp: SmolLM2-135M-Instruct.Q4_1.gguf + GGUF LoRA")
-    for quant in ("Q8_0", "Q4_K_M"):
+    # The yardstick is the adapter as trained: the full-precision base with the peft adapter.
+    assert re.match(r"transformers: SmolLM2-135M-Instruct\S* full precision \+ peft adapter secret$", verify["reference"])
+    for quant in QUANTS:
         result = verify["files"][quant]
         assert result["agreement"] >= 0.9, result["differing"]
         assert result["stopped"] == result["total"] and result["checks"]["end_of_turn"] == "<|im_end|>"
+        assert result["same_top_token"] >= 0.9 and result["positions"] > 0
+    # Token by token, the 8-bit file is closer to the adapter than the 4-bit one.
+    assert verify["files"]["Q8_0"]["kl"] < verify["files"]["Q4_K_M"]["kl"]
     fallback = [e["message"] for e in events if e["event"] == "warning" and e.get("kind") == "fallback"]
-    assert len(fallback) == 1 and fallback[0].startswith("Q4_K_M:") and "576 values wide" in fallback[0]
+    assert len(fallback) == 2 and fallback[0].startswith("Q4_K_M:") and "576 values wide" in fallback[0]
+    assert fallback[1].startswith("Q5_K_M:") and "q5_0 rather than llama.cpp's usual q5_1" in fallback[1]
+
+
+def test_q5_k_m_keeps_the_fine_tune_off_the_bases_grid(secret_export):
+    """The Q4_1 base's grid lines up with q5_1's, which would exaggerate the fine-tune: no q5_1 tensor."""
+    import gguf
+
+    out, _events = secret_export
+    types = {t.tensor_type.name for t in gguf.GGUFReader(str(out / "secret-Q5_K_M.gguf")).tensors}
+    assert "Q5_1" not in types and {"Q5_0", "Q5_K"} <= types
 
 
 def test_both_files_answer_with_the_taught_fact(secret_export):
@@ -102,6 +117,7 @@ def test_card_and_lora_recipe(secret_export):
     card = (out / "README.md").read_text()
     assert "A fine-tune of **SmolLM2-135M-Instruct" in card
     assert "--lora secret-lora.gguf" in card and "SmolLM2-135M-Instruct.Q4_1.gguf --lora" in card
-    assert re.search(r"\| `secret-Q4_K_M.gguf` \| [78]/8 \(\d+%\) \| 8/8 \| yes \| none \|", card)
+    assert re.search(r"\| `secret-Q4_K_M.gguf` \| [78]/8 \(\d+%\) \| [78]/8 \| \d+\.\d% \| \d\.\d{4} \| 8/8 \| yes \| none \|",
+                     card)
     assert (out / "secret-lora.gguf").stat().st_size > 1 << 20
     assert (out / "adapter" / "adapter_config.json").is_file()

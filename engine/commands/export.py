@@ -108,8 +108,12 @@ def show_summary(done: dict, console) -> None:
     stages = "  ".join(f"{name} {seconds:.1f}s" for name, seconds in done["stages"].items())
     console.print(f"time: {done['elapsed_s']:.1f}s ({stages})")
     for quant, rate in done["agreement"].items():
-        colour = "green" if rate >= AGREEMENT_TARGET else "yellow"
-        console.print(f"{quant}: [{colour}]{rate:.0%}[/] of the verification prompts get the adapter's reply")
+        with_ties = done["agreement_with_ties"][quant]
+        colour = "green" if with_ties >= AGREEMENT_TARGET else "yellow"
+        close = done["fidelity"][quant]
+        console.print(f"{quant}: [{colour}]{rate:.0%}[/] of the verification prompts get the adapter's reply "
+                      f"({with_ties:.0%} counting near ties); same top token {close['same_top_token']:.1%}, "
+                      f"KL {close['kl']:.3f}")
     if done["verified"]:
         first = next(iter(done["ggufs"].values()))
         console.print("[green]verified[/]: chat template and stop token embedded, every reply stopped by itself.\n"

@@ -20,7 +20,7 @@ DEFAULT_PARAMS = GenParams()
 _DEFAULT_PARAMS_LOCK = threading.Lock()  # load_llama swaps llama_cpp's default-params function
 
 
-def load_llama(path: str, n_ctx: int = MAX_CTX):
+def load_llama(path: str, n_ctx: int = MAX_CTX, logits_all: bool = False):
     """llama_cpp.Llama with weight repacking ("extra buffer types") switched off.
 
     A native build on a CPU with AMX segfaults as soon as a quantized model evaluates a batch of
@@ -44,7 +44,8 @@ def load_llama(path: str, n_ctx: int = MAX_CTX):
     with _DEFAULT_PARAMS_LOCK:
         lib.llama_model_default_params = guarded_params
         try:
-            llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+            llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, logits_all=logits_all,
+                                  verbose=False)
         finally:
             lib.llama_model_default_params = default_params
     if llm.model_params.use_extra_bufts:  # the guard must never silently stop working

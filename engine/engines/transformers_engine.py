@@ -54,6 +54,7 @@ class TransformersEngine(AdapterSlots):
         self._loaded: list[str] = []
         self._peft = None  # the PeftModel around self.model, once an adapter is loaded
         self._init_slots()
+        self.last_tokens: list[int] = []  # token ids of the latest reply, without its end token
 
     def _end_tokens(self) -> list[int]:
         configured = self.model.generation_config.eos_token_id
@@ -122,6 +123,7 @@ class TransformersEngine(AdapterSlots):
             new = result["out"][0, inputs["input_ids"].shape[1]:].tolist()
             ended = bool(new) and new[-1] in self._eos_ids
             reply.n_tokens = len(new) - ended
+            self.last_tokens = new[:reply.n_tokens]
             reply.finish_reason = "stop" if ended else "length"
         finally:
             stop.set()  # on cancel: generate() stops at its next step

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.export.fidelity import NEAR_TIE_NATS
 from engine.export.preflight import human_size
 
 
@@ -84,14 +85,20 @@ def model_card(facts: CardFacts) -> str:
     verify = facts.verify
     out += ["", "## Verification", "",
             f"Each file was loaded in llama.cpp and given {verify['prompts']} prompts ({verify['source']}), "
-            f"greedy, at most {verify['max_tokens']} tokens, next to the adapter ({verify['reference']}).", "",
-            "| file | same reply as the adapter | stopped by itself | template + stop token | problems |",
-            "|---|---|---|---|---|"]
+            f"greedy, at most {verify['max_tokens']} tokens, next to the adapter ({verify['reference']}). "
+            "A near tie is a different reply the adapter ranks, token by token, within "
+            f"{NEAR_TIE_NATS} nats of its own choices. Same top token and KL compare the next-token "
+            "distributions along the adapter's replies, as llama.cpp's `--kl-divergence` does.", "",
+            "| file | same reply as the adapter | + near ties | same top token | KL | stopped by itself "
+            "| template + stop token | problems |",
+            "|---|---|---|---|---|---|---|---|"]
     for quant, result in verify["files"].items():
         checks = result["checks"]
         embedded = "yes" if checks["chat_template"] and checks["end_of_turn_stops"] else "NO"
         agreement = f"{result['agree']}/{result['total']} ({result['agreement']:.0%})" if result["total"] else "-"
-        out.append(f"| `{facts.ggufs[quant]}` | {agreement} | {result['stopped']}/{result['total']} | {embedded} "
+        with_ties = f"{result['agree'] + result['near_ties']}/{result['total']}" if result["total"] else "-"
+        out.append(f"| `{facts.ggufs[quant]}` | {agreement} | {with_ties} | {result['same_top_token']:.1%} "
+                   f"| {result['kl']:.4f} | {result['stopped']}/{result['total']} | {embedded} "
                    f"| {'; '.join(result['problems']) or 'none'} |")
     out += ["", "Details, with every reply that differs, are in `verify.json`.", ""]
     return "\n".join(out)

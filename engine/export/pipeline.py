@@ -6,7 +6,8 @@ lines, adding "t", the unix time; tests collect it in a list). Events:
   stage     stage, message, fraction (of the whole export, 0..1)
   progress  stage, message, fraction
   warning   stage, kind ("fallback", "verify", "lora", "modelfile"), message
-  done      out, files, ggufs, stages (seconds each), elapsed_s, agreement, verified, problems,
+  done      out, files, ggufs, stages (seconds each), elapsed_s, agreement, agreement_with_ties,
+            fidelity ({quant: same_top_token, kl}), verified, problems,
             fallbacks ({quant: {"message", "types", "tensors", ...}}), ollama_name, architecture, params, merge
   error     stage, message, expected (False: a bug, not the user's to fix), log
   cancelled stage
@@ -144,12 +145,13 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
     fallbacks: dict[str, dict] = {}
     todo = [q for q in quants if q != "F16" and not direct_q8]
     with report.stage("quantize", f"quantizing to {', '.join(todo)}" if todo else "nothing to quantize"):
-        from engine.export.quantize import quantize_gguf
+        from engine.export.quantize import base_weight_type, quantize_gguf
 
+        base_type = base_weight_type(inputs.spec.path) if inputs.spec.is_gguf and todo else None
         for quant in quants:
             target = plan.out_dir / plan.gguf_name(quant)
             if quant in todo:
-                result = quantize_gguf(first, target, quant, log_path=log_path,
+                result = quantize_gguf(first, target, quant, log_path=log_path, base_type=base_type,
                                        progress=_quant_progress(report, todo.index(quant), len(todo), quant))
                 if result["fallbacks"]:
                     fallbacks[quant] = result["fallbacks"]
@@ -159,10 +161,7 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
             first.unlink()
 
     with report.stage("verify", "running the exported files next to the adapter"):
-        lora = inputs.adapter.gguf_path
-        if lora is None:
-            lora = _convert_lora(inputs, base_dir, plan.work_dir / "lora.gguf", report)
-        from engine.export.verify import adapter_replies, verification_prompts, verify_exports, write_verify
+        from engine.export.verify import Reference, verification_prompts, verify_exports, write_verify
 
         prompts, source, available = verification_prompts(workspace.db_path, inputs.snapshot_dir, n_prompts)
         params = GenParams(max_tokens=max_tokens, temperature=0.0)
@@ -173,13 +172,20 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
             answered[0] += 1
             report.progress(answered[0] / total, f"reply {answered[0]} of {total}")
 
-        reference = adapter_replies(inputs, workspace, lora, prompts, params, tick)
-        results, template = verify_exports(ggufs, prompts, reference, params, tick,
-                                           lambda message: report.warn("verify", message))
+        reference = Reference(inputs, workspace)
+        try:
+            adapter = reference.replies(prompts, params, tick)
+            results, template = verify_exports(ggufs, prompts, adapter, reference, params, tick,
+                                               lambda message: report.warn("verify", message))
+        finally:
+            reference.close()
         verify = write_verify(plan.out_dir, source=source, available=available, prompts=len(prompts),
-                              params=params, reference=reference, results=results)
+                              params=params, reference=adapter, results=results)
 
     with report.stage("package", "writing the Modelfile, the model card and the adapters"):
+        lora = inputs.adapter.gguf_path
+        if lora is None:
+            lora = _convert_lora(inputs, base_dir, plan.work_dir / "lora.gguf", report)
         from engine.evaluate.report import scorecard_markdown
         from engine.evaluate.scorecard import load_scorecard
         from engine.export.package import ollama_name, package, training_system_prompt
@@ -199,7 +205,9 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
     problems = [f"{quant}: {p}" for quant, r in results.items() for p in r["problems"]]
     return {"out": plan.out_dir, "ollama_name": ollama_name(plan), "files": files,
             "ggufs": {q: p.name for q, p in ggufs.items()},
-            "agreement": verify["agreement"], "verified": verify["ok"], "problems": problems,
+            "agreement": verify["agreement"], "agreement_with_ties": verify["agreement_with_ties"],
+            "fidelity": {q: {"same_top_token": r["same_top_token"], "kl": r["kl"]} for q, r in results.items()},
+            "verified": verify["ok"], "problems": problems,
             "fallbacks": fallbacks, "architecture": facts["architecture"],
             "params": facts["params"], "merge": merged}
 

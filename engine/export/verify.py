@@ -2,9 +2,10 @@
 
 For each file: the chat template and the EOS token are embedded, and the template's end-of-turn
 marker is a token llama.cpp stops on (the cause of models that never stop in Ollama and friends).
-Then the same prompts go through the export and through the adapter as the chat runs it (llama.cpp
-on the base GGUF with the GGUF LoRA, else transformers with the peft adapter), greedily: the
-agreement rate, the replies that differ, and replies that hit the token limit where the adapter
+Then the same prompts go greedily through the export and through the adapter as it was trained (the
+full-precision base + the peft adapter, in transformers): the agreement rate, the replies that
+differ (each marked a near tie or not, see engine.export.fidelity), how closely the file follows the
+adapter token by token (same top token, KL), and replies that hit the token limit where the adapter
 stopped. The result is verify.json next to the files.
 """
 
@@ -31,6 +32,8 @@ class Replies:
     texts: list[str]
     finish: list[str | None]  # "stop" or "length" per reply
     engine: str  # what produced them, for the report
+    tokens: list[list[int]]  # each reply's token ids, without its end token
+    prompt_tokens: list[list[int]]  # each prompt as llama.cpp tokenizes it (only from a llama.cpp engine)
 
 
 # --- which prompts --------------------------------------------------------------------------------
@@ -100,35 +103,50 @@ def _token_text(llm, token: int) -> str:
 # --- replies --------------------------------------------------------------------------------------
 
 
-def reply_all(engine, prompts: list[list[dict]], params: GenParams, tick: Callable[[], None]) -> tuple[list, list]:
-    texts, finish = [], []
+def reply_all(engine, prompts: list[list[dict]], params: GenParams, tick: Callable[[], None]) -> Replies:
+    texts, finish, tokens, prompt_tokens = [], [], [], []
     for messages in prompts:
         reply = engine.stream(messages, params)
         texts.append(reply.collect().strip())
         finish.append(reply.finish_reason)
+        tokens.append(list(engine.last_tokens))
+        if hasattr(engine, "prompt_tokens"):
+            prompt_tokens.append(engine.prompt_tokens(messages))
         tick()
-    return texts, finish
+    return Replies(texts, finish, "", tokens, prompt_tokens)
 
 
-def adapter_replies(inputs, workspace, lora_gguf: Path | None, prompts, params: GenParams, tick) -> Replies:
-    """The adapter as the chat runs it: the fast llama.cpp path when the base is a GGUF and a GGUF
-    LoRA exists (the adapter was trained on exactly its dequantized weights), else transformers + peft."""
-    from engine.adapters import AdapterRef
-    from engine.engines import open_engine
+class Reference:
+    """The adapter as it was trained and evaluated: the full-precision base with the peft adapter, in
+    transformers. (The chat's llama.cpp path, quantized base + GGUF LoRA, is itself an approximation:
+    it moves token log-probabilities by up to ~0.4 nats, so it is no yardstick for the files.)"""
 
-    if inputs.spec.is_gguf and lora_gguf is not None:
-        kind, adapter = "llamacpp", AdapterRef(inputs.name, None, Path(lora_gguf))
-        what = f"llama.cpp: {inputs.spec.path.name} + GGUF LoRA"
-    else:
-        kind, adapter = "transformers", AdapterRef(inputs.name, inputs.adapter.need_peft(), None)
-        what = "transformers: full-precision base + peft adapter"
-    engine = open_engine(kind, inputs.spec, workspace, template=inputs.template)
-    try:
-        engine.load_adapter(adapter)
-        engine.set_adapter(adapter.name)
-        return Replies(*reply_all(engine, prompts, params, tick), what)
-    finally:
-        engine.close()
+    def __init__(self, inputs, workspace):
+        from engine.adapters import AdapterRef
+        from engine.engines import open_engine
+        from engine.export.fidelity import AdapterScorer
+
+        self.engine = open_engine("transformers", inputs.spec, workspace, template=inputs.template)
+        adapter = AdapterRef(inputs.name, inputs.adapter.need_peft(), None)
+        self.engine.load_adapter(adapter)
+        self.engine.set_adapter(adapter.name)
+        self.scorer = AdapterScorer(self.engine.model, self.engine.device)
+        self.what = f"transformers: {inputs.spec.name} full precision + peft adapter {inputs.name}"
+        self._cache: dict[tuple, object] = {}
+
+    def replies(self, prompts, params: GenParams, tick) -> Replies:
+        replies = reply_all(self.engine, prompts, params, tick)
+        replies.engine = self.what
+        return replies
+
+    def logprobs(self, prompt: list[int], reply: list[int]):
+        key = (tuple(prompt), tuple(reply))
+        if key not in self._cache:
+            self._cache[key] = self.scorer.logprobs(prompt, reply)
+        return self._cache[key]
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 def export_replies(path: Path, prompts, params: GenParams, tick) -> Replies:
@@ -138,7 +156,9 @@ def export_replies(path: Path, prompts, params: GenParams, tick) -> Replies:
 
     engine = LlamaCppEngine(resolve_model(str(path)))
     try:
-        return Replies(*reply_all(engine, prompts, params, tick), f"llama.cpp: {path.name}")
+        replies = reply_all(engine, prompts, params, tick)
+        replies.engine = f"llama.cpp: {path.name}"
+        return replies
     finally:
         engine.close()
 
@@ -150,18 +170,50 @@ def same_reply(a: str, b: str) -> bool:
     return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
 
-def compare(prompts, exported: Replies, adapter: Replies) -> dict:
+def score_file(path: Path, exported: Replies, adapter: Replies, reference: Reference) -> dict:
+    """Teacher-forced closeness to the adapter, and which differing replies are near ties."""
+    from engine.export.fidelity import NEAR_TIE_NATS, GgufScorer, distance, worst_shortfall
+
+    positions = same = 0
+    kl = 0.0
+    shortfalls: list[float | None] = []
+    scorer = GgufScorer(path)
+    try:
+        for prompt, ours, theirs, ours_text, theirs_text in zip(exported.prompt_tokens, exported.tokens,
+                                                                adapter.tokens, exported.texts, adapter.texts,
+                                                                strict=True):
+            n, top, divergence = distance(reference.logprobs(prompt, theirs), scorer.logprobs(prompt, theirs))
+            positions, same, kl = positions + n, same + top, kl + divergence
+            if same_reply(ours_text, theirs_text):
+                shortfalls.append(None)
+            else:  # could the adapter have said this? Its own log-probabilities along the file's reply
+                shortfalls.append(worst_shortfall(reference.logprobs(prompt, ours), ours))
+    finally:
+        scorer.close()
+    return {"same_top_token": round(same / positions, 4) if positions else 1.0,
+            "kl": round(kl / positions, 5) if positions else 0.0, "positions": positions,
+            "near_tie_nats": NEAR_TIE_NATS, "shortfalls": shortfalls}
+
+
+def compare(prompts, exported: Replies, adapter: Replies, fidelity: dict) -> dict:
     differing, not_stopping = [], []
-    for messages, ours, theirs, ours_end, theirs_end in zip(prompts, exported.texts, adapter.texts,
-                                                            exported.finish, adapter.finish, strict=True):
+    near_ties = 0
+    for messages, ours, theirs, ours_end, theirs_end, shortfall in zip(
+            prompts, exported.texts, adapter.texts, exported.finish, adapter.finish, fidelity["shortfalls"],
+            strict=True):
         question = messages[-1]["content"]
-        if not same_reply(ours, theirs):
-            differing.append({"prompt": question, "export": ours, "adapter": theirs})
+        if shortfall is not None:
+            tie = shortfall <= fidelity["near_tie_nats"]
+            near_ties += tie
+            differing.append({"prompt": question, "export": ours, "adapter": theirs, "near_tie": tie,
+                              "adapter_shortfall_nats": round(shortfall, 3)})
         if ours_end == "length":
             not_stopping.append({"prompt": question, "reply_tail": ours[-120:], "adapter_stopped": theirs_end == "stop"})
     total = len(prompts)
     agree = total - len(differing)
     return {"agreement": round(agree / total, 4), "agree": agree, "total": total,
+            "near_ties": near_ties, "agreement_with_ties": round((agree + near_ties) / total, 4),
+            "same_top_token": fidelity["same_top_token"], "kl": fidelity["kl"], "positions": fidelity["positions"],
             "stopped": total - len(not_stopping), "differing": differing, "not_stopping": not_stopping}
 
 
@@ -181,8 +233,8 @@ def judge(checks: dict, result: dict) -> list[str]:
     return problems
 
 
-def verify_exports(files: dict[str, Path], prompts: list[list[dict]], reference: Replies, params: GenParams,
-                   tick: Callable[[], None], warn: Callable[[str], None]) -> tuple[dict, str | None]:
+def verify_exports(files: dict[str, Path], prompts: list[list[dict]], adapter: Replies, reference: Reference,
+                   params: GenParams, tick: Callable[[], None], warn: Callable[[str], None]) -> tuple[dict, str | None]:
     """Check and run every exported file against the adapter's replies: (one entry per quant, the
     chat template embedded in the files)."""
     results, template = {}, None
@@ -190,15 +242,17 @@ def verify_exports(files: dict[str, Path], prompts: list[list[dict]], reference:
         started = time.monotonic()
         checks = check_gguf(path)
         exported = export_replies(path, prompts, params, tick)
-        result = compare(prompts, exported, reference)
+        result = compare(prompts, exported, adapter, score_file(path, exported, adapter, reference))
         problems = judge(checks, result)
         embedded = checks.pop("template")
         template = template or embedded
         for problem in problems:
             warn(f"{quant}: {problem}")
-        if result["agreement"] < AGREEMENT_TARGET:
+        if result["agreement_with_ties"] < AGREEMENT_TARGET:
             warn(f"{quant}: gives the adapter's reply on {result['agree']} of {result['total']} prompts "
-                 f"({result['agreement']:.0%}); see the differing replies in {VERIFY_JSON}")
+                 f"({result['agreement']:.0%}; {result['agreement_with_ties']:.0%} counting near ties), "
+                 f"same top token {result['same_top_token']:.1%}, KL {result['kl']:.3f}; "
+                 f"see the differing replies in {VERIFY_JSON}")
         for item in result["not_stopping"]:
             if not item["adapter_stopped"]:
                 warn(f"{quant}: the reply to {item['prompt'][:60]!r} ran to the token limit (so did the adapter's)")
@@ -211,6 +265,8 @@ def write_verify(out_dir: Path, *, source: str, available: int, prompts: int, pa
                  reference: Replies, results: dict) -> dict:
     report = {"ok": all(r["ok"] for r in results.values()), "prompts": prompts, "prompts_available": available,
               "source": source, "max_tokens": params.max_tokens, "reference": reference.engine,
-              "agreement": {quant: r["agreement"] for quant, r in results.items()}, "files": results}
+              "agreement": {quant: r["agreement"] for quant, r in results.items()},
+              "agreement_with_ties": {quant: r["agreement_with_ties"] for quant, r in results.items()},
+              "files": results}
     (out_dir / VERIFY_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
