@@ -48,10 +48,12 @@ class AdapterScorer:
 class GgufScorer:
     """The same for a GGUF in llama.cpp (a context that keeps every position's logits)."""
 
-    def __init__(self, path):
+    def __init__(self, path, longest: int):
         from engine.engines.llamacpp import load_llama
 
-        self._llm = load_llama(str(path), n_ctx=2048, logits_all=True)
+        # Every position's logits are kept (n_ctx x vocabulary floats), so the context is no longer
+        # than the longest prompt + reply to score.
+        self._llm = load_llama(str(path), n_ctx=max(256, longest + 8), logits_all=True)
 
     def logprobs(self, prompt: list[int], reply: list[int]) -> np.ndarray:
         if not reply:

@@ -177,7 +177,9 @@ def score_file(path: Path, exported: Replies, adapter: Replies, reference: Refer
     positions = same = 0
     kl = 0.0
     shortfalls: list[float | None] = []
-    scorer = GgufScorer(path)
+    longest = max((len(p) + max(len(a), len(b)) for p, a, b in zip(exported.prompt_tokens, exported.tokens,
+                                                                    adapter.tokens, strict=True)), default=0)
+    scorer = GgufScorer(path, longest)
     try:
         for prompt, ours, theirs, ours_text, theirs_text in zip(exported.prompt_tokens, exported.tokens,
                                                                 adapter.tokens, exported.texts, adapter.texts,
