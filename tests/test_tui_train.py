@@ -378,7 +378,7 @@ async def test_export_dialog_exports_a_tiny_run(workspace, tiny_model_dir, monke
         await wait_for(pilot, lambda: modal.outcome is not None, "the export", 300)
         result = str(modal.query_one("#export-result").render())
         assert modal.outcome["event"] == "done", result
-        assert "Exported to" in result and "from-tui" in result and "agreement" in result
+        assert "Exported to" in result and "from-tui" in result and "same replies as the adapter: Q8_0 " in result
         assert (workspace.export_dir("from-tui") / "tiny-Q8_0.gguf").is_file()
         await pilot.press("escape")
         assert isinstance(app.screen, ChatScreen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.cli import positive_int
 from engine.errors import ChattuneError
 from engine.workspace import Workspace
 
@@ -15,7 +16,7 @@ def register(subparsers) -> None:
                     "(the training child normally does this at the end of each run).")
     p.add_argument("--run", "-r", help="one run in detail (default: a table of all runs)")
     p.add_argument("--refresh", action="store_true", help="evaluate again even if a current scorecard exists")
-    p.add_argument("--general", type=int, metavar="N",
+    p.add_argument("--general", type=positive_int, metavar="N",
                    help="use only the first N general prompts when evaluating (quicker, less thorough)")
     p.set_defaults(func=run_eval)
 
@@ -26,8 +27,6 @@ def run_eval(args) -> int:
     from engine.evaluate.scorecard import current_ab, evaluate_run, is_current, load_scorecard
 
     workspace = Workspace.open(args.workspace)
-    if args.general is not None and args.general < 1:
-        raise ChattuneError(f"--general {args.general} uses no prompts", "pass 1 or more, or leave it out")
     console = Console(highlight=False)
     run_dirs = [workspace.run_dir(args.run)] if args.run else _finished_runs(workspace)
     if args.run and not (run_dirs[0] / "config.json").is_file():

@@ -8,6 +8,7 @@ import signal
 
 from rich.markup import escape
 
+from engine.cli import positive_int
 from engine.errors import ChattuneError
 from engine.export.quants import DEFAULT_QUANTS, QUANTS
 from engine.export.verify import AGREEMENT_TARGET, DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
@@ -30,9 +31,9 @@ def register(subparsers) -> None:
                    help=f"one or more of {', '.join(QUANTS)} (default {' '.join(DEFAULT_QUANTS)})")
     p.add_argument("--out", "-o", help="export folder (default <workspace>/exports/RUN-DATE-TIME); a relative "
                    "path goes under <workspace>/exports/, an absolute one must lie inside the workspace")
-    p.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
+    p.add_argument("--prompts", type=positive_int, default=DEFAULT_PROMPTS,
                    help=f"test prompts to verify with (default {DEFAULT_PROMPTS})")
-    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+    p.add_argument("--max-tokens", type=positive_int, default=DEFAULT_MAX_TOKENS,
                    help=f"token limit per verification reply (default {DEFAULT_MAX_TOKENS})")
     p.set_defaults(func=run_export_command)
 
@@ -40,8 +41,6 @@ def register(subparsers) -> None:
 def run_export_command(args) -> int:
     from engine.export.runner import start_export
 
-    if args.prompts < 1 or args.max_tokens < 1:
-        raise ChattuneError("--prompts and --max-tokens must be at least 1", "or leave them out")
     workspace = Workspace.open(args.workspace)
     handle = start_export(workspace, args.run, args.quant, args.out, prompts=args.prompts, max_tokens=args.max_tokens)
     return follow(handle)

@@ -25,11 +25,18 @@ def finished_runs(workspace) -> list[str]:
     return [info.name for info in reversed(list_runs(workspace)) if info.status == "done" and info.adapter]
 
 
-def agreement_line(agreement) -> str:
-    """verify's agreement with the adapter's replies: one rate, or one per quantization type."""
-    if isinstance(agreement, dict):
-        return ", ".join(f"{quant} {100 * rate:.0f}%" for quant, rate in agreement.items()) + " agreement with the adapter"
-    return "–" if agreement is None else f"{100 * agreement:.0f}% agreement with the adapter"
+def agreement_line(agreement, with_ties=None) -> str:
+    """verify's agreement with the adapter's replies, per quantization type, and counting near ties
+    (replies the adapter itself was undecided about) where they add something."""
+    if not agreement:
+        return "–"
+    with_ties = with_ties or {}
+
+    def rate(quant: str, value: float) -> str:
+        tied = with_ties.get(quant)
+        return f"{quant} {100 * value:.0f}%" + (f" ({100 * tied:.0f}% with near ties)" if tied and tied > value else "")
+
+    return "same replies as the adapter: " + ", ".join(rate(quant, value) for quant, value in agreement.items())
 
 
 class ExportModal(ModalScreen[None]):
@@ -156,7 +163,7 @@ class ExportModal(ModalScreen[None]):
             text = Text("Exported to ", style="bold green")
             text.append(str(event.get("out")), style="bold")
             text.append(f"\n{', '.join((event.get('ggufs') or {}).values())}")
-            text.append("\nverify: " + agreement_line(agreement)
+            text.append("\nverify: " + agreement_line(agreement, event.get("agreement_with_ties"))
                         + (" ✓" if event.get("verified") else " (see verify.json)"))
             for problem in (event.get("problems") or [])[:3]:
                 text.append(f"\n⚠ {problem}", style="yellow")
