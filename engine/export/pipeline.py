@@ -16,6 +16,7 @@ Merged weights and the F16 intermediate live in <out>/.work/, which is removed h
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -139,7 +140,6 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
 
         convert_to_gguf(plan.work_dir / "merged", first, "q8_0" if direct_q8 else "f16", name=plan.run,
                         log_path=log_path, progress=lambda f: report.progress(f, "writing the GGUF"))
-        shutil.rmtree(plan.work_dir / "merged")  # the disk space goes back before the quants are written
 
     ggufs: dict[str, Path] = {}
     fallbacks: dict[str, dict] = {}
@@ -148,10 +148,12 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
         from engine.export.quantize import base_weight_type, quantize_gguf
 
         base_type = base_weight_type(inputs.spec.path) if inputs.spec.is_gguf and todo else None
+        compensate = _compensator(plan, first, inputs.snapshot_dir, report)
         for quant in quants:
             target = plan.out_dir / plan.gguf_name(quant)
             if quant in todo:
                 result = quantize_gguf(first, target, quant, log_path=log_path, base_type=base_type,
+                                       compensate=compensate,
                                        progress=_quant_progress(report, todo.index(quant), len(todo), quant))
                 if result["fallbacks"]:
                     fallbacks[quant] = result["fallbacks"]
@@ -159,6 +161,7 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
             ggufs[quant] = target
         if first.parent == plan.work_dir:
             first.unlink()
+        shutil.rmtree(plan.work_dir / "merged")
 
     with report.stage("verify", "running the exported files next to the adapter"):
         from engine.export.verify import Reference, verification_prompts, verify_exports, write_verify
@@ -210,6 +213,30 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
             "verified": verify["ok"], "problems": problems,
             "fallbacks": fallbacks, "architecture": facts["architecture"],
             "params": facts["params"], "merge": merged}
+
+
+def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report: Reporter):
+    """compensate(tensor names) -> an error-compensated copy of the F16 GGUF, calibrated on the run's
+    training conversations; None when the run has none."""
+    from engine.train.data import read_jsonl, snapshot_file
+
+    if snapshot_dir is None:
+        return None
+    conversations = [row["messages"] for row in read_jsonl(snapshot_file(snapshot_dir, "sft", "train"))]
+    conversations += [row["prompt"] + [{"role": "assistant", "content": row["chosen"]}]
+                      for row in read_jsonl(snapshot_file(snapshot_dir, "dpo", "train"))]
+    conversations = list({json.dumps(c, sort_keys=True): c for c in conversations}.values())  # SFT and DPO repeat
+    if not conversations:
+        return None
+
+    def compensate(tensors: list[str]) -> Path:
+        from engine.export.compensate import compensated_copy
+
+        target = plan.work_dir / "compensated-F16.gguf"
+        compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations, say=report.say)
+        return target
+
+    return compensate
 
 
 def _quant_progress(report: Reporter, index: int, count: int, quant: str) -> Callable[[float], None]:

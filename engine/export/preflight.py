@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ChattuneError, WorkspaceError
-from engine.export.quants import QUANTS, parse_quants
+from engine.export.quants import COMPENSATED_QUANTS, QUANTS, parse_quants
 from engine.workspace import Workspace, check_name
 
 LOG_FILE = "export.log"  # the child's stderr and the converter's and quantizer's output
@@ -179,9 +179,12 @@ def weights_size(model_dir: Path) -> tuple[int, int]:
 
 def estimate_bytes(params: int, stored: int, quants) -> int:
     """At most what the export holds on disk at once: the merged copy (stored like the base), the
-    F16 intermediate the k-quants are made from, and every output file."""
+    F16 intermediate the k-quants are made from, its error-compensated copy (engine.export.compensate),
+    and every output file."""
     direct_q8 = list(quants) == ["Q8_0"]  # the converter writes Q8_0 itself: no F16 in between
     intermediate = 0 if direct_q8 or "F16" in quants else params * 2
+    if any(q in COMPENSATED_QUANTS for q in quants):
+        intermediate += params * 2
     outputs = sum(params * QUANTS[q].max_bits / 8 for q in quants)
     return int((stored + intermediate + outputs) * DISK_MARGIN) + DISK_SLACK
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from engine.errors import ChattuneError
 from engine.export.proc import run_logged
-from engine.export.quants import QUANTS
+from engine.export.quants import COMPENSATED_QUANTS, QUANTS
 
 _FALLBACK = re.compile(r"^warning:\s+(\S+)\s+-\s+ncols\s+(\d+)\s+not divisible by\s+(\d+)\s+"
                        r"\(required for type\s+(\S+)\)\s+->\s+falling back to\s+(\S+)")
@@ -41,39 +41,53 @@ REGRID_QUANTS = {"Q5_K_M"}  # the quants whose fallbacks can land on OFF_GRID's 
 
 
 def base_weight_type(path: Path) -> str | None:
-    """The type most of a GGUF's block weight matrices are stored in ("Q4_1"), None if not a GGUF."""
-    import gguf
+    """The type a GGUF's weights are mostly stored in ("Q4_1"), from its general.file_type as llama.cpp
+    reads it (gguf-py would parse the whole vocabulary first, seconds on a 49k-token model); None when
+    it is not one OFF_GRID knows."""
+    import llama_cpp
 
     try:
-        reader = gguf.GGUFReader(str(path))
-    except (OSError, ValueError):
+        llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    except ValueError:
         return None
-    types = Counter(t.tensor_type.name for t in reader.tensors if t.name.startswith("blk.") and len(t.shape) == 2)
-    return types.most_common(1)[0][0] if types else None
+    try:
+        file_type = llm.metadata.get("general.file_type")
+    finally:
+        llm.close()
+    known = {int(getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{base}")): base for base, _used in OFF_GRID}
+    return known.get(int(file_type)) if file_type is not None and str(file_type).isdigit() else None
 
 
 def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type: str | None = None,
+                  compensate: Callable[[list[str]], Path] | None = None,
                   progress: Callable[[float], None] = lambda _f: None) -> dict:
-    """Write `dst` (atomically). Returns {"seconds", "fallbacks": {...} or None}. `base_type`: the
-    weight type of a quantized base the model was merged from (see OFF_GRID)."""
+    """Write `dst` (atomically). Returns {"seconds", "fallbacks": {...} or None, "compensated": N}.
+    `base_type`: the weight type of a quantized base the model was merged from (see OFF_GRID).
+    `compensate(tensor names)`: a copy of `src` with those tensors already rounded onto q5_0's grid
+    (engine.export.compensate), to quantize from instead."""
     tmp = dst.with_name(f".{dst.name}.part")
     started = time.monotonic()
     regrid = {used: kind for (base, used), kind in OFF_GRID.items() if base == base_type}
-    planned, moved = None, 0
-    if regrid and quant in REGRID_QUANTS:
-        # Every planned fallback is pinned, not only the regridded ones: llama.cpp picks the types of
+    planned, moved, source_file, compensated = None, 0, src, 0
+    if (regrid and quant in REGRID_QUANTS) or (compensate and quant in COMPENSATED_QUANTS):
+        # Every planned fallback is pinned, not only the changed ones: llama.cpp picks the types of
         # some tensors (attn_v) by counting, and an override shifts the count.
         planned = _run(src, tmp, quant, log_path, ["--dry-run"])
         moved = sum(f[4] in regrid for f in planned["fallbacks"])
         planned["fallbacks"] = [(*f[:4], regrid.get(f[4], f[4])) for f in planned["fallbacks"]]
+        q5_0 = [name for name, *_rest, used in planned["fallbacks"] if used == "q5_0"]
+        if compensate and q5_0:
+            source_file, compensated = compensate(q5_0), len(q5_0)
     pins = [f"{name}={used}" for name, *_rest, used in (planned or {"fallbacks": []})["fallbacks"]]
     try:
-        made = _run(src, tmp, quant, log_path, pins, progress)
+        made = _run(source_file, tmp, quant, log_path, pins, progress)
         if not tmp.is_file():
             raise ChattuneError(f"quantizing to {quant} wrote no file", f"see {log_path} for llama.cpp's output")
         tmp.replace(dst)
     finally:
         tmp.unlink(missing_ok=True)
+        if source_file != src:
+            Path(source_file).unlink(missing_ok=True)
     source = planned or made
     described = describe_fallbacks(quant, source["fallbacks"], source["summary"])
     if described and moved:
@@ -81,7 +95,11 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
         described["message"] += (f"; {moved} of them are {'/'.join(sorted(set(regrid.values())))} rather than "
                                  f"llama.cpp's usual {'/'.join(sorted(regrid))}, whose grid lines up with the "
                                  f"{base_type} base's and would exaggerate the fine-tune")
-    return {"seconds": round(time.monotonic() - started, 2), "fallbacks": described}
+    if described and compensated:
+        described["compensated"] = compensated
+        described["message"] += (f"; the {compensated} q5_0 tensors were rounded with error compensation "
+                                 "(GPTQ) on the run's training conversations")
+    return {"seconds": round(time.monotonic() - started, 2), "fallbacks": described, "compensated": compensated}
 
 
 def _run(src: Path, dst: Path, quant: str, log_path: Path, extra: list[str],

@@ -25,6 +25,8 @@ QUANTS: dict[str, Quant] = {q.name: q for q in (
     Quant("F16", "LLAMA_FTYPE_MOSTLY_F16", 16.0, "unquantized 16-bit; the largest"),
 )}
 DEFAULT_QUANTS = ("Q4_K_M",)
+# The quants whose fallback tensors are q5_0, made from an error-compensated copy (engine.export.compensate).
+COMPENSATED_QUANTS = ("Q4_K_M", "Q5_K_M")
 
 
 def parse_quants(names) -> list[str]:
