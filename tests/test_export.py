@@ -113,7 +113,7 @@ def test_k_quant_fallback_is_reported(tiny_export):
     # Its q5_0 fallbacks were rounded with error compensation, calibrated on the run's training data.
     compensated = done["fallbacks"]["Q4_K_M"]["compensated"]
     assert compensated == done["fallbacks"]["Q4_K_M"]["types"]["q4_K->q5_0"] > 0
-    assert f"the {compensated} q5_0 tensors were rounded with error compensation" in message
+    assert f"{compensated} of the q5_0 tensors were rounded with error compensation" in message
 
 
 def test_merged_weights_are_base_plus_lora(tiny_export, tiny_model_dir):

@@ -37,3 +37,10 @@ def test_layer_outputs_stay_closer_than_with_plain_rounding():
     error_plain = ((inputs @ (weight - plain).T) ** 2).mean()
     error_compensated = ((inputs @ (weight - compensated).T) ** 2).mean()
     assert error_compensated < 0.7 * error_plain, (error_compensated, error_plain)
+
+
+def test_an_all_zero_block_stays_zero():
+    weight, inputs = layer(seed=2)
+    weight[3, :32] = 0  # the first block: no earlier rounding error has been moved into it
+    rounded = round_q5_0(weight, inputs.T @ inputs)
+    assert torch.equal(rounded[3, :32], torch.zeros(32))

@@ -44,11 +44,13 @@ def round_q5_0(weight, hessian):
         # so llama.cpp recomputes the same scale from the rounded values.
         anchor = block.abs().argmax(dim=1)
         scale = block.gather(1, anchor[:, None])[:, 0] / -16
-        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        empty = scale == 0  # an all-zero block stays zero
+        scale = torch.where(empty, torch.ones_like(scale), scale)
         for j in range(BLOCK):
             column = block[:, j]
             level = torch.clamp(torch.round(column / scale), -16, 15)
             level = torch.where(anchor == j, torch.full_like(level, -16), level)
+            level = torch.where(empty, torch.zeros_like(level), level)
             out[:, start + j] = level * scale
             error = (column - out[:, start + j]) / hblock[j, j]
             block[:, j:] -= error[:, None] * hblock[j, j:][None, :]
@@ -60,7 +62,8 @@ def round_q5_0(weight, hessian):
 def compensated_copy(f16_gguf: Path, target: Path, model_dir: Path, tensors: list[str],
                      conversations: list[list[dict]], say: Callable[[str], None] = lambda _m: None) -> int:
     """Copy `f16_gguf` to `target` with `tensors` (GGUF names) GPTQ-rounded onto q5_0, calibrated on
-    `conversations` run through the merged model in `model_dir`. Returns how many were rounded."""
+    `conversations` run through the merged model in `model_dir`. Returns how many were rounded (a
+    tensor no linear layer of the model maps to keeps llama.cpp's plain rounding)."""
     import gguf
     import numpy as np
     import torch
@@ -104,6 +107,7 @@ def compensated_copy(f16_gguf: Path, target: Path, model_dir: Path, tensors: lis
         rounded = round_q5_0(weight, hessians[tensor.name])
         tensor.data[...] = rounded.numpy().reshape(tensor.data.shape).astype(np.float16)
         done += 1
-        say(f"error-compensated rounding: {done} of {len(hessians)} tensors")
+        if done % 20 == 0 or done == len(hessians):
+            say(f"error-compensated rounding: {done} of {len(hessians)} tensors")
     writable.data.flush()
     return done

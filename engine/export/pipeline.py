@@ -216,8 +216,8 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
 
 
 def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report: Reporter):
-    """compensate(tensor names) -> an error-compensated copy of the F16 GGUF, calibrated on the run's
-    training conversations; None when the run has none."""
+    """compensate(tensor names) -> (an error-compensated copy of the F16 GGUF, calibrated on the run's
+    training conversations, how many tensors it rounded); None when the run has no conversations."""
     from engine.train.data import read_jsonl, snapshot_file
 
     if snapshot_dir is None:
@@ -229,12 +229,12 @@ def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report:
     if not conversations:
         return None
 
-    def compensate(tensors: list[str]) -> Path:
+    def compensate(tensors: list[str]) -> tuple[Path, int]:
         from engine.export.compensate import compensated_copy
 
         target = plan.work_dir / "compensated-F16.gguf"
-        compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations, say=report.say)
-        return target
+        return target, compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations,
+                                        say=report.say)
 
     return compensate
 

@@ -59,12 +59,12 @@ def base_weight_type(path: Path) -> str | None:
 
 
 def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type: str | None = None,
-                  compensate: Callable[[list[str]], Path] | None = None,
+                  compensate: Callable[[list[str]], tuple[Path, int]] | None = None,
                   progress: Callable[[float], None] = lambda _f: None) -> dict:
     """Write `dst` (atomically). Returns {"seconds", "fallbacks": {...} or None, "compensated": N}.
     `base_type`: the weight type of a quantized base the model was merged from (see OFF_GRID).
-    `compensate(tensor names)`: a copy of `src` with those tensors already rounded onto q5_0's grid
-    (engine.export.compensate), to quantize from instead."""
+    `compensate(tensor names)`: (a copy of `src` with those tensors already rounded onto q5_0's grid
+    by engine.export.compensate, how many it rounded), to quantize from instead."""
     tmp = dst.with_name(f".{dst.name}.part")
     started = time.monotonic()
     regrid = {used: kind for (base, used), kind in OFF_GRID.items() if base == base_type}
@@ -77,7 +77,7 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
         planned["fallbacks"] = [(*f[:4], regrid.get(f[4], f[4])) for f in planned["fallbacks"]]
         q5_0 = [name for name, *_rest, used in planned["fallbacks"] if used == "q5_0"]
         if compensate and q5_0:
-            source_file, compensated = compensate(q5_0), len(q5_0)
+            source_file, compensated = compensate(q5_0)
     pins = [f"{name}={used}" for name, *_rest, used in (planned or {"fallbacks": []})["fallbacks"]]
     try:
         made = _run(source_file, tmp, quant, log_path, pins, progress)
@@ -97,7 +97,7 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
                                  f"{base_type} base's and would exaggerate the fine-tune")
     if described and compensated:
         described["compensated"] = compensated
-        described["message"] += (f"; the {compensated} q5_0 tensors were rounded with error compensation "
+        described["message"] += (f"; {compensated} of the q5_0 tensors were rounded with error compensation "
                                  "(GPTQ) on the run's training conversations")
     return {"seconds": round(time.monotonic() - started, 2), "fallbacks": described, "compensated": compensated}
 
