@@ -132,18 +132,11 @@ class Reference:
         self.engine.set_adapter(adapter.name)
         self.scorer = AdapterScorer(self.engine.model, self.engine.device)
         self.what = f"transformers: {inputs.spec.name} full precision + peft adapter {inputs.name}"
-        self._cache: dict[tuple, object] = {}
 
     def replies(self, prompts, params: GenParams, tick) -> Replies:
         replies = reply_all(self.engine, prompts, params, tick)
         replies.engine = self.what
         return replies
-
-    def logprobs(self, prompt: list[int], reply: list[int]):
-        key = (tuple(prompt), tuple(reply))
-        if key not in self._cache:
-            self._cache[key] = self.scorer.logprobs(prompt, reply)
-        return self._cache[key]
 
     def close(self) -> None:
         self.engine.close()
@@ -171,7 +164,9 @@ def same_reply(a: str, b: str) -> bool:
 
 
 def score_file(path: Path, exported: Replies, adapter: Replies, reference: Reference) -> dict:
-    """Teacher-forced closeness to the adapter, and which differing replies are near ties."""
+    """Teacher-forced closeness to the adapter, and which differing replies are near ties. The adapter's
+    distributions are computed again for each file rather than kept: they are len x vocabulary
+    float64s (50 MB for a 128-token reply of SmolLM2), and a forward pass is cheap next to that."""
     from engine.export.fidelity import NEAR_TIE_NATS, GgufScorer, distance, worst_shortfall
 
     positions = same = 0
@@ -184,12 +179,12 @@ def score_file(path: Path, exported: Replies, adapter: Replies, reference: Refer
         for prompt, ours, theirs, ours_text, theirs_text in zip(exported.prompt_tokens, exported.tokens,
                                                                 adapter.tokens, exported.texts, adapter.texts,
                                                                 strict=True):
-            n, top, divergence = distance(reference.logprobs(prompt, theirs), scorer.logprobs(prompt, theirs))
+            n, top, divergence = distance(reference.scorer.logprobs(prompt, theirs), scorer.logprobs(prompt, theirs))
             positions, same, kl = positions + n, same + top, kl + divergence
             if same_reply(ours_text, theirs_text):
                 shortfalls.append(None)
             else:  # could the adapter have said this? Its own log-probabilities along the file's reply
-                shortfalls.append(worst_shortfall(reference.logprobs(prompt, ours), ours))
+                shortfalls.append(worst_shortfall(reference.scorer.logprobs(prompt, ours), ours))
     finally:
         scorer.close()
     return {"same_top_token": round(same / positions, 4) if positions else 1.0,
