@@ -61,7 +61,8 @@ def base_weight_type(path: Path) -> str | None:
 def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type: str | None = None,
                   compensate: Callable[[list[str]], tuple[Path, int]] | None = None,
                   progress: Callable[[float], None] = lambda _f: None) -> dict:
-    """Write `dst` (atomically). Returns {"seconds", "fallbacks": {...} or None, "compensated": N}.
+    """Write `dst` (atomically). Returns {"seconds", "fallbacks": {...} or None} (fallbacks["compensated"]:
+    how many q5_0 tensors were error-compensated).
     `base_type`: the weight type of a quantized base the model was merged from (see OFF_GRID).
     `compensate(tensor names)`: (a copy of `src` with those tensors already rounded onto q5_0's grid
     by engine.export.compensate, how many it rounded), to quantize from instead."""
@@ -99,7 +100,7 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
         described["compensated"] = compensated
         described["message"] += (f"; {compensated} of the q5_0 tensors were rounded with error compensation "
                                  "(GPTQ) on the run's training conversations")
-    return {"seconds": round(time.monotonic() - started, 2), "fallbacks": described, "compensated": compensated}
+    return {"seconds": round(time.monotonic() - started, 2), "fallbacks": described}
 
 
 def _run(src: Path, dst: Path, quant: str, log_path: Path, extra: list[str],
