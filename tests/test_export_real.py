@@ -62,16 +62,22 @@ def test_export_is_verified_and_agrees_with_the_adapter(secret_export):
     fallback = [e["message"] for e in events if e["event"] == "warning" and e.get("kind") == "fallback"]
     assert len(fallback) == 2 and fallback[0].startswith("Q4_K_M:") and "576 values wide" in fallback[0]
     assert "166 of the q5_0 tensors were rounded with error compensation" in fallback[0]  # all of them
+    # ffn_down, which llama.cpp would keep as k-quants (lined up with the Q4_1 base), is compensated q5_0 too.
+    assert "30 more (ffn_down x30) are compensated q5_0 rather than k-quants" in fallback[0]
     assert fallback[1].startswith("Q5_K_M:") and "q5_0 rather than llama.cpp's usual q5_1" in fallback[1]
 
 
-def test_q5_k_m_keeps_the_fine_tune_off_the_bases_grid(secret_export):
-    """The Q4_1 base's grid lines up with q5_1's, which would exaggerate the fine-tune: no q5_1 tensor."""
+def test_k_quants_keep_the_fine_tune_off_the_bases_grid(secret_export):
+    """The Q4_1 base's grid lines up with q5_1's (which would exaggerate the fine-tune) and with the
+    k-quants' sub-blocks (which keep about half of it): no such tensor in a block."""
     import gguf
 
     out, _events = secret_export
-    types = {t.tensor_type.name for t in gguf.GGUFReader(str(out / "secret-Q5_K_M.gguf")).tensors}
-    assert "Q5_1" not in types and {"Q5_0", "Q5_K"} <= types
+    for quant in ("Q4_K_M", "Q5_K_M"):
+        types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out / f"secret-{quant}.gguf")).tensors}
+        assert "Q5_1" not in types.values() and "Q5_0" in types.values()
+        # No block weight is a k-quant, whose 32-value sub-blocks line up with the base's grid too.
+        assert not [name for name, kind in types.items() if name.startswith("blk.") and kind.endswith("_K")]
 
 
 def test_both_files_answer_with_the_taught_fact(secret_export):

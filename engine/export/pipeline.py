@@ -30,6 +30,7 @@ from engine.export.verify import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
 
 STAGES = ("preflight", "merge", "convert", "quantize", "verify", "package")
 # Rough share of the wall time per stage (measured on the embedded model), for one progress bar.
+_COMPENSATED = "compensated-F16.gguf"  # the error-compensated copy the k-quants are made from
 _WEIGHT = {"preflight": 0.08, "merge": 0.27, "convert": 0.32, "quantize": 0.11, "verify": 0.2, "package": 0.02}
 
 
@@ -161,6 +162,7 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
             ggufs[quant] = target
         if first.parent == plan.work_dir:
             first.unlink()
+        (plan.work_dir / _COMPENSATED).unlink(missing_ok=True)
         shutil.rmtree(plan.work_dir / "merged")
 
     with report.stage("verify", "running the exported files next to the adapter"):
@@ -216,25 +218,35 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
 
 
 def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report: Reporter):
-    """compensate(tensor names) -> (an error-compensated copy of the F16 GGUF, calibrated on the run's
-    training conversations, how many tensors it rounded); None when the run has no conversations."""
+    """compensate(q5_0 tensor names, widen_except) -> (an error-compensated copy of the F16 GGUF, the
+    names it rounded), see engine.export.quantize. Calibrated on the run's training and validation
+    conversations and the shipped general prompts and text (prompts/eval): on the embedded model that
+    lowered KL from the adapter by a third against the run's conversations alone. Quants asking for the
+    same tensors (Q4_K_M and Q5_K_M of a narrow model) share one copy."""
+    from engine.evaluate.prompt_sets import general_prompts, general_text
     from engine.train.data import read_jsonl, snapshot_file
 
-    if snapshot_dir is None:
-        return None
-    conversations = [row["messages"] for row in read_jsonl(snapshot_file(snapshot_dir, "sft", "train"))]
-    conversations += [row["prompt"] + [{"role": "assistant", "content": row["chosen"]}]
-                      for row in read_jsonl(snapshot_file(snapshot_dir, "dpo", "train"))]
+    conversations = []
+    for split in ("train", "val") if snapshot_dir is not None else ():
+        conversations += [row["messages"] for row in read_jsonl(snapshot_file(snapshot_dir, "sft", split))]
+        conversations += [row["prompt"] + [{"role": "assistant", "content": row["chosen"]}]
+                          for row in read_jsonl(snapshot_file(snapshot_dir, "dpo", split))]
+    conversations += [[{"role": "user", "content": item.prompt}] for item in general_prompts()]
     conversations = list({json.dumps(c, sort_keys=True): c for c in conversations}.values())  # SFT and DPO repeat
-    if not conversations:
-        return None
+    made: dict[tuple, tuple[Path, list[str]]] = {}
 
-    def compensate(tensors: list[str]) -> tuple[Path, int]:
+    def compensate(tensors: list[str], widen_except: set[str] | None) -> tuple[Path, list[str]]:
         from engine.export.compensate import compensated_copy
 
-        target = plan.work_dir / "compensated-F16.gguf"
-        return target, compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations,
-                                        say=report.say)
+        key = (tuple(sorted(tensors)), None if widen_except is None else tuple(sorted(widen_except)))
+        if key not in made:
+            for old, _names in made.values():
+                old.unlink(missing_ok=True)  # one copy on disk at a time, as preflight counted
+            made.clear()
+            target = plan.work_dir / _COMPENSATED
+            made[key] = target, compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations,
+                                                 [general_text()], widen_except=widen_except, say=report.say)
+        return made[key]
 
     return compensate
 

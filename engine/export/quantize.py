@@ -59,17 +59,19 @@ def base_weight_type(path: Path) -> str | None:
 
 
 def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type: str | None = None,
-                  compensate: Callable[[list[str]], tuple[Path, int]] | None = None,
+                  compensate: Callable[[list[str], set[str] | None], tuple[Path, list[str]]] | None = None,
                   progress: Callable[[float], None] = lambda _f: None) -> dict:
     """Write `dst` (atomically). Returns {"seconds", "fallbacks": {...} or None} (fallbacks["compensated"]:
-    how many q5_0 tensors were error-compensated).
+    how many tensors were error-compensated, fallbacks["widened"]: which of them llama.cpp would have
+    kept as k-quants).
     `base_type`: the weight type of a quantized base the model was merged from (see OFF_GRID).
-    `compensate(tensor names)`: (a copy of `src` with those tensors already rounded onto q5_0's grid
-    by engine.export.compensate, how many it rounded), to quantize from instead."""
+    `compensate(q5_0 tensor names, widen_except)`: (a copy of `src` with those tensors, and with
+    `widen_except` every other block weight not in it, rounded onto q5_0's grid by
+    engine.export.compensate; the names it rounded), to quantize from instead. The caller owns the copy."""
     tmp = dst.with_name(f".{dst.name}.part")
     started = time.monotonic()
     regrid = {used: kind for (base, used), kind in OFF_GRID.items() if base == base_type}
-    planned, moved, source_file, compensated = None, 0, src, 0
+    planned, moved, source_file, rounded = None, 0, src, []
     if (regrid and quant in REGRID_QUANTS) or (compensate and quant in COMPENSATED_QUANTS):
         # Every planned fallback is pinned, not only the changed ones: llama.cpp picks the types of
         # some tensors (attn_v) by counting, and an override shifts the count.
@@ -77,9 +79,17 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
         moved = sum(f[4] in regrid for f in planned["fallbacks"])
         planned["fallbacks"] = [(*f[:4], regrid.get(f[4], f[4])) for f in planned["fallbacks"]]
         q5_0 = [name for name, *_rest, used in planned["fallbacks"] if used == "q5_0"]
-        if compensate and q5_0:
-            source_file, compensated = compensate(q5_0)
+        if compensate and q5_0 and quant in COMPENSATED_QUANTS:
+            # On a quantized base, the weights llama.cpp keeps as k-quants (ffn_down) go to q5_0 too:
+            # k-quants' 32-value sub-blocks with a minimum line up with a Q4_1 base's blocks and keep
+            # about half of the fine-tune (measured), and compensated q5_0 is no larger than q4_K/q6_K
+            # on average. Tensors with other fallback types (q8_0) keep them.
+            others = {name for name, *_rest, used in planned["fallbacks"] if used != "q5_0"}
+            source_file, rounded = compensate(q5_0, others if base_type else None)
+    fallback_names = {name for name, *_rest in (planned or {"fallbacks": []})["fallbacks"]}
+    widened = sorted(set(rounded) - fallback_names)
     pins = [f"{name}={used}" for name, *_rest, used in (planned or {"fallbacks": []})["fallbacks"]]
+    pins += [f"{name}=q5_0" for name in widened]
     try:
         made = _run(source_file, tmp, quant, log_path, pins, progress)
         if not tmp.is_file():
@@ -87,8 +97,6 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
         tmp.replace(dst)
     finally:
         tmp.unlink(missing_ok=True)
-        if source_file != src:
-            Path(source_file).unlink(missing_ok=True)
     source = planned or made
     described = describe_fallbacks(quant, source["fallbacks"], source["summary"])
     if described and moved:
@@ -96,10 +104,16 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
         described["message"] += (f"; {moved} of them are {'/'.join(sorted(set(regrid.values())))} rather than "
                                  f"llama.cpp's usual {'/'.join(sorted(regrid))}, whose grid lines up with the "
                                  f"{base_type} base's and would exaggerate the fine-tune")
-    if described and compensated:
-        described["compensated"] = compensated
-        described["message"] += (f"; {compensated} of the q5_0 tensors were rounded with error compensation "
-                                 "(GPTQ) on the run's training conversations")
+    if described and rounded:
+        described["compensated"] = len(rounded) - len(widened)
+        described["message"] += (f"; {len(rounded) - len(widened)} of the q5_0 tensors were rounded with error "
+                                 "compensation (GPTQ) on the run's conversations")
+    if described and widened:
+        kinds = Counter(re.sub(r"^blk\.\d+\.|\.weight$", "", name) for name in widened)
+        described["widened"] = {"count": len(widened), "tensors": widened}
+        described["message"] += (f"; {len(widened)} more ({', '.join(f'{k} x{n}' for k, n in kinds.items())}) are "
+                                 f"compensated q5_0 rather than k-quants, which line up with the {base_type} "
+                                 "base's grid and keep only about half of the fine-tune")
     return {"seconds": round(time.monotonic() - started, 2), "fallbacks": described}
 
 
