@@ -65,6 +65,7 @@ def test_export_is_verified_and_agrees_with_the_adapter(secret_export):
     # ffn_down, which llama.cpp would keep as k-quants (lined up with the Q4_1 base), is compensated q5_0 too.
     assert "30 more (ffn_down x30) are compensated q5_0 rather than k-quants" in fallback[0]
     assert fallback[1].startswith("Q5_K_M:") and "q5_0 rather than llama.cpp's usual q5_1" in fallback[1]
+    assert "30 more (ffn_down x30) are q8_0 rather than k-quants" in fallback[1]
 
 
 def test_k_quants_keep_the_fine_tune_off_the_bases_grid(secret_export):

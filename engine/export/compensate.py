@@ -96,12 +96,13 @@ def round_q5_0(weight, hessian):
 
 def compensated_copy(f16_gguf: Path, target: Path, model_dir: Path, tensors: list[str],
                      conversations: list[list[dict]], texts: list[str] = (), *, widen_except: set[str] | None = None,
-                     say: Callable[[str], None] = lambda _m: None) -> list[str]:
+                     widen_to: str = "q5_0", say: Callable[[str], None] = lambda _m: None) -> tuple[list[str], list[str]]:
     """Copy `f16_gguf` to `target` with `tensors` (GGUF names) GPTQ-rounded onto q5_0, calibrated on
     `conversations` and plain `texts` run through the merged model in `model_dir`. With
-    `widen_except`, every other weight of the repeating blocks ("blk.*") not in that set is rounded
-    too. Returns the names rounded (a tensor no linear layer of the model maps to keeps llama.cpp's
-    plain rounding)."""
+    `widen_except`, every other weight of the repeating blocks ("blk.*") not in that set is *widened*:
+    rounded too when `widen_to` is q5_0, left as it is otherwise (the caller stores it as `widen_to`).
+    Returns (the names rounded, the names widened); a tensor no linear layer of the model maps to keeps
+    llama.cpp's plain rounding."""
     import gguf
     import numpy as np
     import torch
@@ -114,7 +115,10 @@ def compensated_copy(f16_gguf: Path, target: Path, model_dir: Path, tensors: lis
     writable = gguf.GGUFReader(str(target), "r+")  # parsing it takes seconds (the vocabulary): only once
     arch_name = str(writable.fields["general.architecture"].contents())
     arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == arch_name)
-    hessians, shared, layers, tokens = _calibrate(model, tokenizer, arch, tensors, conversations, texts, widen_except)
+    layers, widened = _layers(model, arch, tensors, widen_except)
+    if widen_to != "q5_0":
+        layers = {name: module for name, module in layers.items() if name not in widened}
+    hessians, shared, tokens = _calibrate(model, tokenizer, layers, conversations, texts)
     del model
     say(f"measured the inputs of {len(layers)} layers on {tokens} tokens")
 
@@ -133,27 +137,36 @@ def compensated_copy(f16_gguf: Path, target: Path, model_dir: Path, tensors: lis
         if len(rounded) % 20 < len(group) or len(rounded) == len(layers):
             say(f"error-compensated rounding: {len(rounded)} of {len(layers)} tensors")
     writable.data.flush()
-    return rounded
+    return rounded, widened
 
 
-def _calibrate(model, tokenizer, arch, tensors, conversations, texts, widen_except):
-    """(X^T X per distinct input, the layer names sharing each, the layers to round, tokens seen)."""
+def _layers(model, arch, tensors, widen_except) -> tuple[dict, list[str]]:
+    """({GGUF name: linear layer} of `tensors` and the widened weights, the widened names)."""
     import gguf
     import torch
 
     names = gguf.get_tensor_name_map(arch, model.config.num_hidden_layers)
     wanted = set(tensors)
-    layers = {}
+    layers, widened = {}, []
     for module_name, module in model.named_modules():
         name = names.get_name(module_name + ".weight", try_suffixes=(".weight",))
-        widened = widen_except is not None and name and name.startswith("blk.") and name not in widen_except
-        if isinstance(module, torch.nn.Linear) and module.in_features % BLOCK == 0 and (name in wanted or widened):
+        if not isinstance(module, torch.nn.Linear) or module.in_features % BLOCK or not name:
+            continue
+        if name in wanted:
             layers[name] = module
+        elif widen_except is not None and name.startswith("blk.") and name not in widen_except:
+            layers[name] = module
+            widened.append(name)
+    return layers, widened
+
+
+def _calibrate(model, tokenizer, layers, conversations, texts):
+    """(X^T X per distinct input, the layer names sharing each, tokens seen)."""
     samples = [tokenizer.apply_chat_template(m, tokenize=True, return_tensors="pt", return_dict=True)["input_ids"]
                for m in conversations]
     samples += [tokenizer(text, return_tensors="pt")["input_ids"] for text in texts if text.strip()]
     hessians, shared = _input_statistics(model, layers, samples, tokenizer.pad_token_id or 0)
-    return hessians, shared, layers, sum(ids.shape[1] for ids in samples)
+    return hessians, shared, sum(ids.shape[1] for ids in samples)
 
 
 def _matrix(tensor):

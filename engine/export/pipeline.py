@@ -218,11 +218,11 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
 
 
 def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report: Reporter):
-    """compensate(q5_0 tensor names, widen_except) -> (an error-compensated copy of the F16 GGUF, the
-    names it rounded), see engine.export.quantize. Calibrated on the run's training and validation
+    """compensate(q5_0 tensor names, widen_except, widen_to) -> (an error-compensated copy of the F16
+    GGUF, the names it rounded, the names widened), see engine.export.quantize. Calibrated on the run's training and validation
     conversations and the shipped general prompts and text (prompts/eval): on the embedded model that
-    lowered KL from the adapter by a third against the run's conversations alone. Quants asking for the
-    same tensors (Q4_K_M and Q5_K_M of a narrow model) share one copy."""
+    lowered KL from the adapter by a third against the run's conversations alone. A quant asking for
+    what an earlier one did reuses its copy."""
     from engine.evaluate.prompt_sets import general_prompts, general_text
     from engine.train.data import read_jsonl, snapshot_file
 
@@ -233,19 +233,20 @@ def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report:
                           for row in read_jsonl(snapshot_file(snapshot_dir, "dpo", split))]
     conversations += [[{"role": "user", "content": item.prompt}] for item in general_prompts()]
     conversations = list({json.dumps(c, sort_keys=True): c for c in conversations}.values())  # SFT and DPO repeat
-    made: dict[tuple, tuple[Path, list[str]]] = {}
+    made: dict[tuple, tuple[Path, list[str], list[str]]] = {}
 
-    def compensate(tensors: list[str], widen_except: set[str] | None) -> tuple[Path, list[str]]:
+    def compensate(tensors: list[str], widen_except: set[str] | None, widen_to: str) -> tuple[Path, list[str], list[str]]:
         from engine.export.compensate import compensated_copy
 
-        key = (tuple(sorted(tensors)), None if widen_except is None else tuple(sorted(widen_except)))
+        key = (tuple(sorted(tensors)), None if widen_except is None else tuple(sorted(widen_except)), widen_to)
         if key not in made:
-            for old, _names in made.values():
+            for old, *_names in made.values():
                 old.unlink(missing_ok=True)  # one copy on disk at a time, as preflight counted
             made.clear()
             target = plan.work_dir / _COMPENSATED
-            made[key] = target, compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations,
-                                                 [general_text()], widen_except=widen_except, say=report.say)
+            made[key] = target, *compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations,
+                                                  [general_text()], widen_except=widen_except, widen_to=widen_to,
+                                                  say=report.say)
         return made[key]
 
     return compensate

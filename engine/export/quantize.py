@@ -13,6 +13,9 @@ embedded model). When the base was itself quantized and a fallback's grid lines 
 (Q4_1's 32-value blocks with a minimum inside q5_1's), requantizing does not average the delta out:
 it came out 1.5x too large (KL from the adapter 0.41, against 0.09 with q5_0). Those tensors get the
 same-sized type whose grid does not line up (OFF_GRID), found with a dry run of llama.cpp's own choice.
+The k-quants' 32-value sub-blocks with a minimum line up with it too (ffn_down as q4_K kept about half
+of the delta), so in a file that narrow rows already made mostly q5_0, the remaining block weights are
+widened (WIDEN_TO), and every q5_0 tensor is rounded with error compensation (engine.export.compensate).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from engine.errors import ChattuneError
 from engine.export.proc import run_logged
-from engine.export.quants import COMPENSATED_QUANTS, QUANTS
+from engine.export.quants import COMPENSATED_QUANTS, QUANTS, WIDEN_TO
 
 _FALLBACK = re.compile(r"^warning:\s+(\S+)\s+-\s+ncols\s+(\d+)\s+not divisible by\s+(\d+)\s+"
                        r"\(required for type\s+(\S+)\)\s+->\s+falling back to\s+(\S+)")
@@ -59,19 +62,20 @@ def base_weight_type(path: Path) -> str | None:
 
 
 def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type: str | None = None,
-                  compensate: Callable[[list[str], set[str] | None], tuple[Path, list[str]]] | None = None,
+                  compensate: Callable[[list[str], set[str] | None, str], tuple[Path, list[str], list[str]]] | None = None,
                   progress: Callable[[float], None] = lambda _f: None) -> dict:
     """Write `dst` (atomically). Returns {"seconds", "fallbacks": {...} or None} (fallbacks["compensated"]:
     how many tensors were error-compensated, fallbacks["widened"]: which of them llama.cpp would have
     kept as k-quants).
     `base_type`: the weight type of a quantized base the model was merged from (see OFF_GRID).
-    `compensate(q5_0 tensor names, widen_except)`: (a copy of `src` with those tensors, and with
-    `widen_except` every other block weight not in it, rounded onto q5_0's grid by
-    engine.export.compensate; the names it rounded), to quantize from instead. The caller owns the copy."""
+    `compensate(q5_0 tensor names, widen_except, widen_to)`: (a copy of `src` with those tensors rounded
+    onto q5_0's grid by engine.export.compensate, the names it rounded, the names of the other block
+    weights not in `widen_except`, rounded too when `widen_to` is q5_0), to quantize from instead. The
+    caller owns the copy."""
     tmp = dst.with_name(f".{dst.name}.part")
     started = time.monotonic()
     regrid = {used: kind for (base, used), kind in OFF_GRID.items() if base == base_type}
-    planned, moved, source_file, rounded = None, 0, src, []
+    planned, moved, source_file, rounded, widened = None, 0, src, [], []
     if (regrid and quant in REGRID_QUANTS) or (compensate and quant in COMPENSATED_QUANTS):
         # Every planned fallback is pinned, not only the changed ones: llama.cpp picks the types of
         # some tensors (attn_v) by counting, and an override shifts the count.
@@ -80,16 +84,15 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
         planned["fallbacks"] = [(*f[:4], regrid.get(f[4], f[4])) for f in planned["fallbacks"]]
         q5_0 = [name for name, *_rest, used in planned["fallbacks"] if used == "q5_0"]
         if compensate and q5_0 and quant in COMPENSATED_QUANTS:
-            # On a quantized base, the weights llama.cpp keeps as k-quants (ffn_down) go to q5_0 too:
-            # k-quants' 32-value sub-blocks with a minimum line up with a Q4_1 base's blocks and keep
-            # about half of the fine-tune (measured), and compensated q5_0 is no larger than q4_K/q6_K
-            # on average. Tensors with other fallback types (q8_0) keep them.
+            # On a quantized base, the weights llama.cpp keeps as k-quants (ffn_down) are widened to
+            # WIDEN_TO: k-quants' 32-value sub-blocks with a minimum line up with a Q4_1 base's blocks and
+            # keep about half of the fine-tune (measured). Compensated q5_0 is no larger than q4_K/q6_K on
+            # average (Q4_K_M); q8_0 is the next type off that grid (Q5_K_M, 9% larger on the embedded
+            # model). Tensors with other fallback types (q8_0) keep them.
             others = {name for name, *_rest, used in planned["fallbacks"] if used != "q5_0"}
-            source_file, rounded = compensate(q5_0, others if base_type else None)
-    fallback_names = {name for name, *_rest in (planned or {"fallbacks": []})["fallbacks"]}
-    widened = sorted(set(rounded) - fallback_names)
+            source_file, rounded, widened = compensate(q5_0, others if base_type else None, WIDEN_TO[quant])
     pins = [f"{name}={used}" for name, *_rest, used in (planned or {"fallbacks": []})["fallbacks"]]
-    pins += [f"{name}=q5_0" for name in widened]
+    pins += [f"{name}={WIDEN_TO[quant]}" for name in widened]
     try:
         made = _run(source_file, tmp, quant, log_path, pins, progress)
         if not tmp.is_file():
@@ -104,16 +107,18 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
         described["message"] += (f"; {moved} of them are {'/'.join(sorted(set(regrid.values())))} rather than "
                                  f"llama.cpp's usual {'/'.join(sorted(regrid))}, whose grid lines up with the "
                                  f"{base_type} base's and would exaggerate the fine-tune")
-    if described and rounded:
-        described["compensated"] = len(rounded) - len(widened)
-        described["message"] += (f"; {len(rounded) - len(widened)} of the q5_0 tensors were rounded with error "
-                                 "compensation (GPTQ) on the run's conversations")
+    compensated = len(set(rounded) - set(widened))
+    if described and compensated:
+        described["compensated"] = compensated
+        described["message"] += (f"; {compensated} of the q5_0 tensors were rounded with error compensation "
+                                 "(GPTQ) on the run's conversations")
     if described and widened:
         kinds = Counter(re.sub(r"^blk\.\d+\.|\.weight$", "", name) for name in widened)
-        described["widened"] = {"count": len(widened), "tensors": widened}
+        kind = "compensated q5_0" if WIDEN_TO[quant] == "q5_0" else WIDEN_TO[quant]
+        described["widened"] = {"count": len(widened), "type": WIDEN_TO[quant], "tensors": widened}
         described["message"] += (f"; {len(widened)} more ({', '.join(f'{k} x{n}' for k, n in kinds.items())}) are "
-                                 f"compensated q5_0 rather than k-quants, which line up with the {base_type} "
-                                 "base's grid and keep only about half of the fine-tune")
+                                 f"{kind} rather than k-quants, which line up with the {base_type} base's grid "
+                                 "and keep only about half of the fine-tune")
     return {"seconds": round(time.monotonic() - started, 2), "fallbacks": described}
 
 

@@ -27,6 +27,9 @@ QUANTS: dict[str, Quant] = {q.name: q for q in (
 DEFAULT_QUANTS = ("Q4_K_M",)
 # The quants whose fallback tensors are q5_0, made from an error-compensated copy (engine.export.compensate).
 COMPENSATED_QUANTS = ("Q4_K_M", "Q5_K_M")
+# On a quantized base, the block weights llama.cpp would keep as k-quants go to this type instead
+# (engine.export.quantize): compensated q5_0 for Q4_K_M (no larger on average), q8_0 for Q5_K_M.
+WIDEN_TO = {"Q4_K_M": "q5_0", "Q5_K_M": "q8_0"}
 
 
 def parse_quants(names) -> list[str]:
