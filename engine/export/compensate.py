@@ -5,14 +5,10 @@ q5_0, the k-quants' fallback. llama.cpp rounds each weight to the nearest q5_0 l
 the embedded model that noise is 7-15x the fine-tune's delta. GPTQ rounds the columns of a weight
 matrix one after another and moves each rounding error onto the columns not yet rounded, weighted by
 how the layer's inputs correlate (X^T X over calibration conversations), so the layer's outputs, not
-its weights, stay close. Measured on the 20-fact run, KL from the adapter of the rounded tensors:
-plain rounding 0.068, GPTQ 0.037, with the refinements below 0.020:
-  - the columns are rounded in order of decreasing input energy (act order), with each block's
-    scale fixed beforehand from the unrounded weights;
-  - each block's scale is searched: shrinking it (and clipping the largest value) can cut the others'
-    error, weighed by their input energy;
-  - damping 0.1 (X^T X from a few thousand tokens is noisy), and calibration on the run's training
-    and validation conversations plus the shipped general prompts and text, not the run's alone.
+its weights, stay close. Two refinements: the columns are rounded in order of decreasing input
+energy (act order), with each block's scale fixed beforehand from the unrounded weights, and each
+block's scale is searched: shrinking it (and clipping the largest value) can cut the other values'
+error, weighed by their input energy.
 
 The result is written into a copy of the F16 GGUF, on q5_0's exact grid (per 32 values: d = the
 largest-magnitude value / -16, levels -16..15, that value at -16), which llama.cpp's own q5_0
@@ -26,7 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 BLOCK = 32  # values per q5_0 block
-DAMPING = 0.1  # added to X^T X's diagonal, relative to its mean
+# Added to X^T X's diagonal, relative to its mean. GPTQ's usual 0.01 assumes far more calibration
+# tokens than a run has (~1,600 here, for inputs up to 1,536 wide): with it the rounding fitted the
+# calibration and KL from the adapter came out 0.047 on the embedded model, against 0.036 with 0.1.
+DAMPING = 0.1
 CLIP_STEPS = 8  # candidate scales per block, from 0.7x to 1x of its largest value
 LAZY = 128  # columns whose error updates are batched into one matrix product
 BATCH_TOKENS = 4096  # calibration tokens (padding included) per forward pass

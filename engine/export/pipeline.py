@@ -219,11 +219,11 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
 
 def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report: Reporter):
     """compensate(q5_0 tensor names, widen_except, widen_to) -> (an error-compensated copy of the F16
-    GGUF, the names it rounded, the names widened), see engine.export.quantize. Calibrated on the run's training and validation
-    conversations and the shipped general prompts and text (prompts/eval): on the embedded model that
-    lowered KL from the adapter by a third against the run's conversations alone. A quant asking for
-    what an earlier one did reuses its copy."""
-    from engine.evaluate.prompt_sets import general_prompts, general_text
+    GGUF, the names it rounded, the names widened), see engine.export.quantize. Calibrated on the run's
+    training and validation conversations and the shipped general text (prompts/eval), so that the
+    rounding follows both what the run taught and ordinary language. A quant asking for what an
+    earlier one did reuses its copy."""
+    from engine.evaluate.prompt_sets import general_text
     from engine.train.data import read_jsonl, snapshot_file
 
     conversations = []
@@ -231,8 +231,13 @@ def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report:
         conversations += [row["messages"] for row in read_jsonl(snapshot_file(snapshot_dir, "sft", split))]
         conversations += [row["prompt"] + [{"role": "assistant", "content": row["chosen"]}]
                           for row in read_jsonl(snapshot_file(snapshot_dir, "dpo", split))]
-    conversations += [[{"role": "user", "content": item.prompt}] for item in general_prompts()]
     conversations = list({json.dumps(c, sort_keys=True): c for c in conversations}.values())  # SFT and DPO repeat
+    try:
+        texts = [general_text()]
+    except ChattuneError:  # a prompts folder without it: the conversations alone
+        texts = []
+    if not conversations and not texts:
+        return None
     made: dict[tuple, tuple[Path, list[str], list[str]]] = {}
 
     def compensate(tensors: list[str], widen_except: set[str] | None, widen_to: str) -> tuple[Path, list[str], list[str]]:
@@ -245,7 +250,7 @@ def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report:
             made.clear()
             target = plan.work_dir / _COMPENSATED
             made[key] = target, *compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations,
-                                                  [general_text()], widen_except=widen_except, widen_to=widen_to,
+                                                  texts, widen_except=widen_except, widen_to=widen_to,
                                                   say=report.say)
         return made[key]
 
