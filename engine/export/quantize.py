@@ -111,7 +111,7 @@ def quantize_gguf(src: Path, dst: Path, quant: str, *, log_path: Path, base_type
     if described and compensated:
         described["compensated"] = compensated
         described["message"] += (f"; {compensated} of the q5_0 tensors were rounded with error compensation "
-                                 "(GPTQ) on the run's conversations")
+                                 "(GPTQ), calibrated on the run's conversations and general text")
     if described and widened:
         kinds = Counter(re.sub(r"^blk\.\d+\.|\.weight$", "", name) for name in widened)
         kind = "compensated q5_0" if WIDEN_TO[quant] == "q5_0" else WIDEN_TO[quant]
