@@ -29,8 +29,8 @@ from engine.export.preflight import LOG_FILE, ExportPlan, check_base
 from engine.export.verify import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
 
 STAGES = ("preflight", "merge", "convert", "quantize", "verify", "package")
-# Rough share of the wall time per stage (measured on the embedded model), for one progress bar.
 _COMPENSATED = "compensated-F16.gguf"  # the error-compensated copy the k-quants are made from
+# Rough share of the wall time per stage (measured on the embedded model), for one progress bar.
 _WEIGHT = {"preflight": 0.08, "merge": 0.27, "convert": 0.32, "quantize": 0.11, "verify": 0.2, "package": 0.02}
 
 
