@@ -221,8 +221,7 @@ def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report:
     """compensate(q5_0 tensor names, widen_except, widen_to) -> (an error-compensated copy of the F16
     GGUF, the names it rounded, the names widened), see engine.export.quantize. Calibrated on the run's
     training and validation conversations and the shipped general text (prompts/eval), so that the
-    rounding follows both what the run taught and ordinary language. A quant asking for what an
-    earlier one did reuses its copy."""
+    rounding follows both what the run taught and ordinary language."""
     from engine.evaluate.prompt_sets import general_text
     from engine.train.data import read_jsonl, snapshot_file
 
@@ -238,21 +237,16 @@ def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report:
         texts = []
     if not conversations and not texts:
         return None
-    made: dict[tuple, tuple[Path, list[str], list[str]]] = {}
 
     def compensate(tensors: list[str], widen_except: set[str] | None, widen_to: str) -> tuple[Path, list[str], list[str]]:
         from engine.export.compensate import compensated_copy
 
-        key = (tuple(sorted(tensors)), None if widen_except is None else tuple(sorted(widen_except)), widen_to)
-        if key not in made:
-            for old, *_names in made.values():
-                old.unlink(missing_ok=True)  # one copy on disk at a time, as preflight counted
-            made.clear()
-            target = plan.work_dir / _COMPENSATED
-            made[key] = target, *compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations,
-                                                  texts, widen_except=widen_except, widen_to=widen_to,
-                                                  say=report.say)
-        return made[key]
+        # One copy at a time, as preflight counted: each quant's copy replaces the last (on the
+        # embedded model Q4_K_M and Q5_K_M need different ones: they widen ffn_down to different types).
+        target = plan.work_dir / _COMPENSATED
+        target.unlink(missing_ok=True)
+        return target, *compensated_copy(f16, target, plan.work_dir / "merged", tensors, conversations, texts,
+                                         widen_except=widen_except, widen_to=widen_to, say=report.say)
 
     return compensate
 
