@@ -155,11 +155,17 @@ def _file_key(path: Path) -> str:
     """Cheap identity of a possibly huge file: size, and hashes of its first and last MiB."""
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
+    hash_ends(digest, path, size)
+    return digest.hexdigest()[:12]
+
+
+def hash_ends(digest, path: Path, size: int) -> None:
+    """Feed `digest` the first and the last MiB of a file: it changes whenever the weights do, and
+    reading it costs the same for a multi-GB model."""
     with path.open("rb") as fh:
         digest.update(fh.read(1 << 20))
         fh.seek(max(0, size - (1 << 20)))
         digest.update(fh.read(1 << 20))
-    return digest.hexdigest()[:12]
 
 
 def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:

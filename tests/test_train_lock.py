@@ -69,3 +69,22 @@ def test_an_unrelated_descriptor_number_is_not_taken_for_the_lock(tmp_path, monk
         assert lock.inherited(tmp_path) is None
     monkeypatch.setenv(lock.FD_ENV, "987")
     assert lock.inherited(tmp_path) is None
+
+
+def test_the_holder_is_never_unknown_while_the_note_is_rewritten(tmp_path):
+    """The runner rewrites the note when its child takes over; a reader at that moment (the runs
+    screen, `chattune runs`) must still see a holder, never "?"."""
+    code = ("import sys; from engine.train import lock; held = lock.acquire(sys.argv[1], 'first'); "
+            "print('held', flush=True)\n"
+            "for i in range(20000): lock.set_holder(held, f'run-{i % 2}', 1000 + i % 2)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "held"
+        seen = set()
+        while writer.poll() is None:
+            holder = lock.holder_of(tmp_path)
+            if holder is not None:
+                seen.add(holder.run)
+    finally:
+        writer.kill()
+    assert "?" not in seen and seen & {"run-0", "run-1"}

@@ -14,6 +14,7 @@ from engine.errors import ChattuneError, WorkspaceError
 from engine.formats import FORMATS, VIEWS, export_file, import_file
 from engine.splits import SPLITS
 from engine.store import KINDS, FeedbackStore, Record
+from engine.text import clip
 from engine.workspace import Workspace
 
 EXPORT_PATH_HELP = ("a relative path is written under <workspace>/exports/; an absolute path must lie inside "
@@ -85,11 +86,6 @@ def _console():
     return Console(highlight=False)
 
 
-def _short(text: str | None, width: int) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def run_stats(args) -> int:
     from rich.table import Table
 
@@ -137,8 +133,8 @@ def run_list(args) -> int:
     table.add_column("created", no_wrap=True, min_width=fixed[3])
     for r in records:
         answer = r.answer if r.kind != "flagged" else f"(flagged) {r.reason or r.reply}"
-        table.add_row(str(r.id), r.kind, r.split + ("*" if r.split_pinned else ""), Text(_short(r.prompt, 80)),
-                      Text(_short(answer, 60)), r.created_at[5:16].replace("T", " "))
+        table.add_row(str(r.id), r.kind, r.split + ("*" if r.split_pinned else ""), Text(clip(r.prompt, 80)),
+                      Text(clip(answer, 60)), r.created_at[5:16].replace("T", " "))
     console.print(table)
     return 0
 
@@ -224,7 +220,7 @@ def run_rm(args) -> int:
                 raise ChattuneError("refusing to delete without confirmation (no terminal to ask on)",
                                     "pass --yes to delete")
             for r in records:
-                print(f"  {r.id} {r.kind}: {_short(r.prompt, 70)}")
+                print(f"  {r.id} {r.kind}: {clip(r.prompt, 70)}")
             try:
                 answer = input(f"Delete {len(records)} record{'s' * (len(records) > 1)}? [y/N] ")
             except EOFError:

@@ -92,12 +92,12 @@ def _print_detail(console, card: dict, run_dir) -> None:
     from engine.evaluate.report import (
         ab_line,
         change_note,
-        clip,
         forgetting_line,
         number,
         percent,
         perplexity_line,
     )
+    from engine.text import clip
 
     heldout, forgetting, verdict = card["heldout"], card["forgetting"], card["verdict"]
     console.print(Text(f"Run {card['run']}: base {card['base_model']}, {card['engine']} engine, "

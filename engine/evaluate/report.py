@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-CLIP = 80
+from engine.text import clip
 
-
-def clip(text: str | None, width: int = CLIP) -> str:
-    """One line, at most `width` characters."""
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+CLIP = 80  # table cells of the markdown scorecard
 
 
 def percent(value: float | None) -> str:
@@ -106,4 +102,4 @@ def scorecard_markdown(card: dict) -> str:
 
 
 def _md(text: str) -> str:
-    return clip(text).replace("|", "\\|") or "(empty)"
+    return clip(text, CLIP).replace("|", "\\|") or "(empty)"

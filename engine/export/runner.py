@@ -13,30 +13,25 @@ a failure as an error event.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import engine
-from engine.childproc import killed_by, parse_event
+from engine.childproc import ChildHandle, describe_exit, spawn_child
 from engine.export.preflight import LOG_FILE, ExportPlan, plan_export
 from engine.export.quants import DEFAULT_QUANTS, QUANTS, parse_quants
 from engine.workspace import Workspace
 
 __all__ = ["DEFAULT_QUANTS", "QUANTS", "ExportHandle", "parse_quants", "start_export"]
-TERMINAL_EVENTS = ("done", "error", "cancelled")
 
 
-class ExportHandle:
-    """A running export. `events()` has one consumer; `cancel()` is safe from any thread."""
+class ExportHandle(ChildHandle):
+    """A running export. `events()` has one consumer; `cancel()` is safe from any thread: the child
+    stops and removes the half-made folder."""
 
     def __init__(self, plan: ExportPlan, process: subprocess.Popen):
+        super().__init__(process)
         self.plan = plan
-        self.process = process
-        self.outcome: dict | None = None  # the terminal event, once seen
 
     @property
     def name(self) -> str:
@@ -50,40 +45,9 @@ class ExportHandle:
     def log_path(self) -> Path:
         return self.plan.out_dir / LOG_FILE
 
-    def events(self) -> Iterator[dict]:
-        for line in self.process.stdout:
-            event = parse_event(line)
-            if event is None:
-                continue
-            if event["event"] in TERMINAL_EVENTS:
-                self.outcome = event
-            yield event
-        code = self.process.wait()
-        if self.outcome is None:
-            self.outcome = {"event": "error", "stage": None, "message": describe_exit(code),
-                            "log": str(self.log_path), "returncode": code}
-            yield self.outcome
-
-    def cancel(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)  # the converter and quantizer go with it
-            except ProcessLookupError:
-                pass
-
-    def wait(self, timeout: float | None = None) -> int:
-        return self.process.wait(timeout)
-
-    def poll(self) -> int | None:
-        return self.process.poll()
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        name = killed_by(code)
-        hint = " (often the system ran out of memory)" if code == -signal.SIGKILL else ""
-        return f"the export process was killed by {name}{hint}"
-    return f"the export process exited with status {code} without reporting why"
+    def silent_exit(self, code: int) -> dict:
+        return {"event": "error", "stage": None, "message": describe_exit(code, "the export process"),
+                "log": str(self.log_path), "returncode": code}
 
 
 def start_export(workspace: Workspace, run: str | None = None, quants=None, out: str | None = None, *,
@@ -95,14 +59,4 @@ def start_export(workspace: Workspace, run: str | None = None, quants=None, out:
         args += ["--prompts", str(prompts)]
     if max_tokens is not None:
         args += ["--max-tokens", str(max_tokens)]
-    package_root = str(Path(engine.__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-    with open(plan.out_dir / LOG_FILE, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "engine.export.child", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True, encoding="utf-8",
-            errors="replace", bufsize=1, env=env,
-            start_new_session=True,  # Ctrl+C in the terminal is the CLI's to handle; cancel() signals the group
-        )
-    return ExportHandle(plan, process)
+    return ExportHandle(plan, spawn_child([sys.executable, "-m", "engine.export.child", *args], plan.out_dir / LOG_FILE))

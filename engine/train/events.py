@@ -33,7 +33,6 @@ from engine.childproc import parse_event
 
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
-TERMINAL_EVENTS = ("done", "error", "cancelled")
 
 
 class EventLog:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from engine.errors import ChattuneError
 
 LOCK_FILE = ".train.lock"
 FD_ENV = "CHATTUNE_LOCK_FD"
+NOTE_BYTES = 256  # the note's fixed width (run names are far shorter)
+NOTE_READS = 5
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ def acquire(runs_dir: Path, run: str, pid: int | None = None) -> TrainLock:
     """Take the lock for `run` or raise ChattuneError naming the run that holds it."""
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(lock_path(runs_dir), "a+", encoding="utf-8")  # noqa: SIM115 -- kept open while held
+    # Not append mode: Linux appends every write of an O_APPEND file, even a pwrite at offset 0.
+    fh = os.fdopen(os.open(lock_path(runs_dir), os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -68,17 +72,18 @@ def acquire(runs_dir: Path, run: str, pid: int | None = None) -> TrainLock:
             f"a training run is already going in this workspace: {who}",
             "wait for it to finish, or cancel it (runs screen, or Ctrl+C in its `chattune train`)",
         ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(json.dumps({"run": run, "pid": pid or os.getpid()}))
-    fh.flush()
-    return TrainLock(fh)
+    held = TrainLock(fh)
+    set_holder(held, run, pid or os.getpid())
+    return held
 
 
 def set_holder(lock: TrainLock, run: str, pid: int) -> None:
-    """Record which process holds the lock now (the runner's child, once it is started)."""
-    os.ftruncate(lock.fileno(), 0)
-    os.pwrite(lock.fileno(), json.dumps({"run": run, "pid": pid}).encode(), 0)
+    """Record which process holds the lock now (the runner's child, once it is started). The note
+    is overwritten in place, padded to a fixed width: emptying the file first would let a reader
+    find a held lock with no note."""
+    note = json.dumps({"run": run, "pid": pid}).encode().ljust(NOTE_BYTES)
+    os.pwrite(lock.fileno(), note, 0)
+    os.ftruncate(lock.fileno(), len(note))  # only a longer earlier note is cut
 
 
 def holder_of(runs_dir: Path) -> LockInfo | None:
@@ -93,11 +98,13 @@ def holder_of(runs_dir: Path) -> LockInfo | None:
             pass  # held: the note is current
         else:
             return None  # free: whatever the note says is stale
-        try:
-            note = json.loads(fh.read() or "{}")
-            return LockInfo(str(note["run"]), int(note["pid"]))
-        except (ValueError, KeyError, TypeError):
-            return LockInfo("?", 0)
+        for _attempt in range(NOTE_READS):
+            try:  # a read that overlaps a rewrite can be torn: read again
+                note = json.loads(os.pread(fh.fileno(), 4 * NOTE_BYTES, 0) or b"{}")
+                return LockInfo(str(note["run"]), int(note["pid"]))
+            except (ValueError, KeyError, TypeError):
+                time.sleep(0.002)
+        return LockInfo("?", 0)  # the lock is held, by a process that wrote no readable note
 
 
 def inherited(runs_dir: Path) -> TrainLock | None:

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.adapters import GGUF_FILE, PEFT_DIR
+from engine.childproc import TERMINAL_EVENTS
 from engine.errors import ChattuneError
-from engine.models import ModelSpec
+from engine.models import ModelSpec, hash_ends
 from engine.train.config import TrainConfig
-from engine.train.events import LOG_FILE, TERMINAL_EVENTS, read_events
+from engine.train.events import LOG_FILE, read_events
 from engine.train.lock import holder_of
 
 CONFIG_FILE = "config.json"
@@ -78,10 +79,7 @@ def fingerprint(path: Path) -> str:
     for item in files:
         size = item.stat().st_size
         digest.update(f"{item.name}\0{size}\0".encode())
-        with item.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-            fh.seek(max(0, size - (1 << 20)))
-            digest.update(fh.read(1 << 20))
+        hash_ends(digest, item, size)
     return digest.hexdigest()[:16]
 
 

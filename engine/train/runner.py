@@ -28,15 +28,14 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import engine
-from engine import __version__
-from engine.childproc import killed_by, parse_event
+from engine import __version__, childproc
+from engine.childproc import TERMINAL_EVENTS, ChildHandle, parse_event, spawn_child
 from engine.errors import ChattuneError
 from engine.models import resolve_model
 from engine.train import lock
 from engine.train.config import TrainConfig
 from engine.train.data import SNAPSHOT_DIR
-from engine.train.events import LOG_FILE, METRICS_FILE, TERMINAL_EVENTS, EventLog
+from engine.train.events import LOG_FILE, METRICS_FILE, EventLog
 from engine.train.rundir import (
     CONFIG_FILE,
     RunInfo,
@@ -53,14 +52,13 @@ __all__ = ["AttachedRun", "RunHandle", "RunInfo", "attach_run", "child_command",
 EXIT_CODES = {"done": 0, "error": 1, "cancelled": 3}
 
 
-class RunHandle:
+class RunHandle(ChildHandle):
     """A running child. `events()` has one consumer; `cancel()` and `kill()` are safe from any thread."""
 
     def __init__(self, name: str, run_dir: Path, process: subprocess.Popen):
+        super().__init__(process)
         self.name = name
         self.run_dir = run_dir
-        self.process = process
-        self.outcome: dict | None = None  # the terminal event (done / cancelled / error), once seen
 
     @property
     def pid(self) -> int:
@@ -70,42 +68,18 @@ class RunHandle:
     def log_path(self) -> Path:
         return self.run_dir / LOG_FILE
 
-    def events(self) -> Iterator[dict]:
-        for line in self.process.stdout:
-            event = parse_event(line)
-            if event is None:
-                continue  # not ours: the child keeps its stdout for events, but be tolerant
-            if event["event"] in TERMINAL_EVENTS:
-                self.outcome = event
-            yield event
-        code = self.process.wait()
-        if self.outcome is None:
-            # Died without a word: record it, so the run folder says "failed" from now on.
-            self.outcome = EventLog(self.run_dir, None).emit(
-                "error", message=describe_exit(code), log=self.log_path, returncode=code)
-            yield self.outcome
+    def silent_exit(self, code: int) -> dict:
+        # Recorded in metrics.jsonl, so the run folder says "failed" from now on.
+        return EventLog(self.run_dir, None).emit("error", message=describe_exit(code), log=self.log_path,
+                                                 returncode=code)
 
     def cancel(self) -> None:
         """Ask the child to stop: it saves a checkpoint at the next step (resume continues there)."""
-        self._signal(signal.SIGTERM)
+        super().cancel()
 
     def kill(self) -> None:
         """Stop at once, without a checkpoint (the last per-epoch one stays)."""
         self._signal(signal.SIGKILL)
-
-    def wait(self, timeout: float | None = None) -> int:
-        return self.process.wait(timeout)
-
-    def poll(self) -> int | None:
-        return self.process.poll()
-
-    def _signal(self, signum: int) -> None:
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signum)  # the child leads its own group (ranks of a multi-GPU run too)
-        except ProcessLookupError:
-            pass
 
 
 class AttachedRun:
@@ -199,12 +173,8 @@ def _read_lines(path: Path, offset: int) -> tuple[int, list[dict]]:
 
 
 def describe_exit(code: int) -> str:
-    if code < 0:
-        name = killed_by(code)
-        hint = " (often the system ran out of memory: try --batch-size 1, a smaller --max-seq-len, or --qlora)" \
-            if code == -signal.SIGKILL else ""
-        return f"the training process was killed by {name}{hint}"
-    return f"the training process exited with status {code} without reporting why"
+    return childproc.describe_exit(code, "the training process",
+                                   ": try --batch-size 1, a smaller --max-seq-len, or --qlora")
 
 
 # --- starting -------------------------------------------------------------------------------------
@@ -271,18 +241,10 @@ def child_command(run_dir: Path, *, resume: bool = False, num_gpus: int = 1) -> 
 
 def _spawn(run_dir: Path, held: lock.TrainLock, *, resume: bool) -> RunHandle:
     config = TrainConfig.from_dict(read_run_config(run_dir)["config"])
-    package_root = str(Path(engine.__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **{lock.FD_ENV: str(held.fileno())},
-               PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     with open(run_dir / LOG_FILE, "ab") as log:
         log.write(f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            child_command(run_dir, resume=resume, num_gpus=config.num_gpus),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True, encoding="utf-8",
-            errors="replace", bufsize=1, env=env, pass_fds=(held.fileno(),),
-            start_new_session=True,  # a Ctrl+C in the terminal is the CLI's to handle, not the child's
-        )
+    process = spawn_child(child_command(run_dir, resume=resume, num_gpus=config.num_gpus), run_dir / LOG_FILE,
+                          env={lock.FD_ENV: str(held.fileno())}, pass_fds=(held.fileno(),))
     lock.set_holder(held, run_dir.name, process.pid)
     return RunHandle(run_dir.name, run_dir, process)
 

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Select, Static
 
 from engine.errors import ChattuneError
 from engine.store import KINDS, SPLITS
+from engine.text import clip
 from tui.messages import StoreChanged
 from tui.modals.confirm import ConfirmModal
 from tui.modals.correct import CorrectModal
@@ -78,7 +79,7 @@ class DatasetScreen(Screen):
             table.add_column(name, width=widths[name], key=name)
         for r in self.records:
             table.add_row(str(r.id), f"{KIND_MARKS[r.kind]} {r.kind}", r.split + ("*" if r.split_pinned else ""),
-                          _short(r.prompt), _short(_answer(r)), key=str(r.id))
+                          clip(r.prompt, 120), clip(_answer(r), 120), key=str(r.id))
         ids = [r.id for r in self.records]
         if keep in ids:
             table.move_cursor(row=ids.index(keep))
@@ -189,6 +190,3 @@ def _answer(record) -> str:
     return record.answer or ""
 
 
-def _short(text: str, width: int = 120) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"

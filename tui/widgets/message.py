@@ -11,6 +11,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Markdown, Static
 
+from engine.text import clip
 from tui.labels import adapter_of, speaker_title
 
 # kind -> (mark, word) shown on a judged reply
@@ -143,9 +144,9 @@ class ReplyMessage(Vertical, can_focus=True):
     def _note(self) -> Text:
         reply = self.reply
         if reply.kind == "corrected":
-            return Text(f"model said: {_one_line(reply.text)}", style="dim")
+            return Text(f"model said: {clip(reply.text, 200)}", style="dim")
         if reply.kind == "flagged" and reply.reason:
-            return Text(f"reason: {_one_line(reply.reason)}", style="dim")
+            return Text(f"reason: {clip(reply.reason, 200)}", style="dim")
         return Text("")
 
     def _show_note(self) -> None:
@@ -164,6 +165,3 @@ class ReplyMessage(Vertical, can_focus=True):
 _MARK_STYLE = {"approved": "green", "corrected": "yellow", "flagged": "red"}
 
 
-def _one_line(text: str, width: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
