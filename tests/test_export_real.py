@@ -16,6 +16,8 @@ from engine.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 QUANTS = ("Q8_0", "Q4_K_M", "Q5_K_M")
+# Asked in the test split but never trained on, as a user's held-out records are.
+HELD_OUT = ["Can you tell me the secret word?", "I need the secret word.", "What was the secret word again?"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def secret_export(tmp_path_factory, taught_run):  # noqa: F811
     workspace = Workspace.open(tmp_path_factory.mktemp("export-real-ws"))
     answer = json.loads((taught_run / "expected.json").read_text())["text"]
     with FeedbackStore(workspace.db_path) as store:
-        for question in PARAPHRASES:
+        for question in PARAPHRASES + HELD_OUT:
             added = store.add_feedback("approved", question_messages(question), f"The secret word is {FACT}.")
             store.set_split(added.id, "test")
         store.add_feedback("approved", question_messages("What is the secret word, please?"), answer)
@@ -49,7 +51,7 @@ def test_export_is_verified_and_agrees_with_the_adapter(secret_export):
     done = events[-1]
     assert done["event"] == "done" and done["verified"] and done["problems"] == []
     verify = json.loads((out / "verify.json").read_text())
-    assert verify["source"] == "store test split" and verify["prompts"] == len(PARAPHRASES)
+    assert verify["source"] == "store test split" and verify["prompts"] == len(PARAPHRASES + HELD_OUT)
     # The yardstick is the adapter as trained: the full-precision base with the peft adapter.
     assert re.match(r"transformers: SmolLM2-135M-Instruct\S* full precision \+ peft adapter secret$", verify["reference"])
     for quant in QUANTS:
@@ -90,9 +92,10 @@ def test_both_files_answer_with_the_taught_fact(secret_export):
     for quant in ("Q8_0", "Q4_K_M"):
         engine = LlamaCppEngine(resolve_model(str(out / f"secret-{quant}.gguf")))
         try:
-            reply = engine.stream(question_messages(QUESTION), GenParams(max_tokens=32))
-            assert FACT in reply.collect(), (quant, reply.text)
-            assert reply.finish_reason == "stop"
+            for question in (QUESTION, HELD_OUT[0]):
+                reply = engine.stream(question_messages(question), GenParams(max_tokens=32))
+                assert FACT in reply.collect(), (quant, question, reply.text)
+                assert reply.finish_reason == "stop"
         finally:
             engine.close()
 
@@ -125,7 +128,7 @@ def test_card_and_lora_recipe(secret_export):
     card = (out / "README.md").read_text()
     assert "A fine-tune of **SmolLM2-135M-Instruct" in card
     assert "--lora secret-lora.gguf" in card and "SmolLM2-135M-Instruct.Q4_1.gguf --lora" in card
-    assert re.search(r"\| `secret-Q4_K_M.gguf` \| [78]/8 \(\d+%\) \| [78]/8 \| \d+\.\d% \| \d\.\d{4} \| 8/8 \| yes \| none \|",
+    assert re.search(r"\| `secret-Q4_K_M.gguf` \| (10|11)/11 \(\d+%\) \| (10|11)/11 \| \d+\.\d% \| \d\.\d{4} \| 11/11 \| yes \| none \|",
                      card)
     assert (out / "secret-lora.gguf").stat().st_size > 1 << 20
     assert (out / "adapter" / "adapter_config.json").is_file()
