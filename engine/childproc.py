@@ -88,6 +88,12 @@ class ChildHandle:
             yield event
         code = self.process.wait()
         if self.outcome is None:
+            # Killed without a word (SIGKILL, the OOM killer): what it had started (a converter, DDP
+            # ranks) is still in its process group, and nothing else will stop it.
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.outcome = self.silent_exit(code)
             yield self.outcome
 

@@ -234,6 +234,27 @@ def test_cancel_removes_the_half_made_export(tiny_ws):
     assert not handle.out_dir.exists()
 
 
+def test_a_killed_export_leaves_its_log_and_nothing_else(tiny_ws):
+    """SIGKILL (the OOM killer) gives the child no chance to clean up: the parent stops what the
+    child had started (the converter) and removes the half-made files, keeping the log for the why."""
+    import os
+    import signal
+
+    from engine.export.runner import start_export
+
+    handle = start_export(tiny_ws, "tiny", ["Q4_K_M"], "killed-one")
+    for event in handle.events():
+        if event["event"] in ("stage", "progress") and event["stage"] == "convert":
+            os.kill(handle.process.pid, signal.SIGKILL)  # the child only, not its process group
+    outcome = handle.outcome
+    assert outcome["event"] == "error" and "SIGKILL" in outcome["message"] and not outcome["expected"]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(handle.process.pid, 0)  # no process of the export is left running
+    assert [p.name for p in handle.out_dir.iterdir()] == ["export.log"]
+    assert plan_export(tiny_ws, "tiny", ["Q8_0"], "killed-one").out_dir == handle.out_dir  # the folder can be reused
+    shutil.rmtree(handle.out_dir)
+
+
 # --- bad cases ------------------------------------------------------------------------------------
 
 

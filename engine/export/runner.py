@@ -13,6 +13,7 @@ a failure as an error event.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,15 @@ class ExportHandle(ChildHandle):
         return self.plan.out_dir / LOG_FILE
 
     def silent_exit(self, code: int) -> dict:
+        """The child could not clean up: remove its half-made files (the folder was new or empty),
+        keeping the log, so the folder reads as empty and can be exported into again."""
+        for path in self.out_dir.iterdir() if self.out_dir.is_dir() else ():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.name != LOG_FILE:
+                path.unlink(missing_ok=True)
         return {"event": "error", "stage": None, "message": describe_exit(code, "the export process"),
-                "log": str(self.log_path), "returncode": code}
+                "expected": False, "log": str(self.log_path), "returncode": code}
 
 
 def start_export(workspace: Workspace, run: str | None = None, quants=None, out: str | None = None, *,
