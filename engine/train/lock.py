@@ -61,7 +61,7 @@ def acquire(runs_dir: Path, run: str, pid: int | None = None) -> TrainLock:
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     # Not append mode: Linux appends every write of an O_APPEND file, even a pwrite at offset 0.
-    fh = os.fdopen(os.open(lock_path(runs_dir), os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
+    fh = os.fdopen(os.open(lock_path(runs_dir), os.O_RDWR | os.O_CREAT, 0o644), "r+b")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -91,7 +91,7 @@ def holder_of(runs_dir: Path) -> LockInfo | None:
     path = lock_path(runs_dir)
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -119,4 +119,4 @@ def inherited(runs_dir: Path) -> TrainLock | None:
         return None  # e.g. a worker started by `accelerate launch`: the launcher holds the lock
     if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
         return None  # the number was reused for another file in this process
-    return TrainLock(os.fdopen(fd, "a+", encoding="utf-8"))
+    return TrainLock(os.fdopen(fd, "r+b"))

@@ -188,5 +188,3 @@ def _answer(record) -> str:
     if record.kind == "flagged":
         return f"(flagged{': ' + record.reason if record.reason else ''}) {record.reply}"
     return record.answer or ""
-
-

@@ -163,5 +163,3 @@ class ReplyMessage(Vertical, can_focus=True):
 
 
 _MARK_STYLE = {"approved": "green", "corrected": "yellow", "flagged": "red"}
-
-
