@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from engine import __version__, childproc
-from engine.childproc import TERMINAL_EVENTS, ChildHandle, parse_event, spawn_child
+from engine import __version__
+from engine.childproc import TERMINAL_EVENTS, ChildHandle, describe_exit, parse_event, spawn_child
 from engine.errors import ChattuneError
 from engine.models import resolve_model
 from engine.train import lock
@@ -53,7 +53,8 @@ EXIT_CODES = {"done": 0, "error": 1, "cancelled": 3}
 
 
 class RunHandle(ChildHandle):
-    """A running child. `events()` has one consumer; `cancel()` and `kill()` are safe from any thread."""
+    """A running child. `events()` has one consumer; `cancel()` and `kill()` are safe from any thread.
+    `cancel()` asks the child to stop: it saves a checkpoint at the next step (resume continues there)."""
 
     def __init__(self, name: str, run_dir: Path, process: subprocess.Popen):
         super().__init__(process)
@@ -70,12 +71,8 @@ class RunHandle(ChildHandle):
 
     def silent_exit(self, code: int) -> dict:
         # Recorded in metrics.jsonl, so the run folder says "failed" from now on.
-        return EventLog(self.run_dir, None).emit("error", message=describe_exit(code), log=self.log_path,
-                                                 returncode=code)
-
-    def cancel(self) -> None:
-        """Ask the child to stop: it saves a checkpoint at the next step (resume continues there)."""
-        super().cancel()
+        message = describe_exit(code, "the training process", ": try --batch-size 1, a smaller --max-seq-len, or --qlora")
+        return EventLog(self.run_dir, None).emit("error", message=message, log=self.log_path, returncode=code)
 
     def kill(self) -> None:
         """Stop at once, without a checkpoint (the last per-epoch one stays)."""
@@ -170,11 +167,6 @@ def _read_lines(path: Path, offset: int) -> tuple[int, list[dict]]:
     complete = data[: data.rfind(b"\n") + 1]
     events = [e for line in complete.decode("utf-8", errors="replace").splitlines() if (e := parse_event(line))]
     return offset + len(complete), events
-
-
-def describe_exit(code: int) -> str:
-    return childproc.describe_exit(code, "the training process",
-                                   ": try --batch-size 1, a smaller --max-seq-len, or --qlora")
 
 
 # --- starting -------------------------------------------------------------------------------------
