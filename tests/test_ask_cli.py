@@ -8,15 +8,18 @@ import subprocess
 import sys
 
 import pytest
-from teach import FACT, QUESTION, taught_run_fixture  # noqa: F401  (fixtures)
+from teach import FACT, QUESTION
 
 from engine.cli import main
 
 
-def _chattune(*args, workspace) -> subprocess.CompletedProcess:
+def _executable() -> str:
     """The installed console script, as a user runs it."""
-    chattune = shutil.which("chattune", path=os.path.dirname(sys.executable))
-    return subprocess.run([chattune, "--workspace", str(workspace), *args], capture_output=True, text=True,
+    return shutil.which("chattune", path=os.path.dirname(sys.executable))
+
+
+def _chattune(*args, workspace) -> subprocess.CompletedProcess:
+    return subprocess.run([_executable(), "--workspace", str(workspace), *args], capture_output=True, text=True,
                           timeout=600)
 
 
@@ -55,6 +58,24 @@ def test_ask_streams_a_reply_from_the_tiny_model(workspace, tiny_model_dir, caps
     assert main(["ask", "--model", str(tiny_model_dir), "--template", "chatml", "--max-tokens", "4", "hi"]) == 0
     captured = capsys.readouterr()
     assert captured.out.endswith("\n") and "cut at 4 tokens" in captured.err
+
+
+def test_a_gguf_named_from_the_current_folder_answers_without_library_logs(tiny_gguf, tmp_path):
+    """--model is relative to where the command runs; llama.cpp's log lines appear only with -v."""
+    (tmp_path / "tiny.gguf").symlink_to(tiny_gguf)
+    args = [_executable(), "ask", "--model", "tiny.gguf", "--template", "chatml", "--max-tokens", "3", "hi"]
+    quiet = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr.splitlines() == ["chattune: the reply was cut at 3 tokens (raise --max-tokens)"]
+    loud = subprocess.run(args + ["-v"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert loud.returncode == 0 and "llama_context" in loud.stderr
+
+
+def test_an_hf_folder_answers_without_library_logs(tiny_model_dir, tmp_path):
+    done = subprocess.run([_executable(), "ask", "--model", str(tiny_model_dir), "--template", "chatml",
+                           "--max-tokens", "3", "hi"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["chattune: the reply was cut at 3 tokens (raise --max-tokens)"]
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from teach import tiny_gguf_fixture  # noqa: F401  (session fixture "tiny_gguf": the tiny random Llama as a GGUF)
 
 from engine.bench.common import Budget, Row, paired, summarize
 from engine.cli import main
@@ -126,6 +125,7 @@ def test_bench_chat_command_prints_the_table_and_writes_json(tiny_gguf, bench_wo
     assert "Traceback" not in stderr
 
 
+@pytest.mark.child
 def test_bench_all_parts_on_the_tiny_model(tiny_gguf, bench_workspace):
     from engine.bench.suite import run_bench
     from engine.models import resolve_model

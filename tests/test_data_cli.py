@@ -1,4 +1,6 @@
-"""`chattune data` through the real command line, in a child process."""
+"""`chattune data` through the real command line, in a child process. The command runs in the
+workspace's parent folder (the test's tmp_path) unless a test says otherwise: files named on the
+command line are relative to it."""
 
 from __future__ import annotations
 
@@ -11,28 +13,25 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from engine.store import FeedbackStore
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def chattune(workspace: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def chattune(workspace: Path, *args: str, env: dict | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the CLI with no terminal on stdin, as a script or CI would."""
     return subprocess.run([sys.executable, "-m", "tui.cli", "--workspace", str(workspace), "data", *args],
-                          cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          cwd=cwd or workspace.parent, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           env={**os.environ, "COLUMNS": "160", **(env or {})}, timeout=600)
 
 
-def ok(workspace: Path, *args: str, env: dict | None = None) -> str:
-    result = chattune(workspace, *args, env=env)
+def ok(workspace: Path, *args: str, env: dict | None = None, cwd: Path | None = None) -> str:
+    result = chattune(workspace, *args, env=env, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def fails(workspace: Path, *args: str, env: dict | None = None) -> str:
-    result = chattune(workspace, *args, env=env)
+def fails(workspace: Path, *args: str, env: dict | None = None, cwd: Path | None = None) -> str:
+    result = chattune(workspace, *args, env=env, cwd=cwd)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stderr.startswith("chattune: error: ") and "Traceback" not in result.stderr
     return result.stderr
@@ -65,13 +64,13 @@ def test_import_1000_then_stats_then_export_sharegpt_round_trips(tmp_path):
     started = time.perf_counter()
     out = ok(ws, "export", "chats.sharegpt.jsonl", "--format", "sharegpt")
     export_s = time.perf_counter() - started
-    exported = ws / "exports" / "chats.sharegpt.jsonl"
+    exported = tmp_path / "chats.sharegpt.jsonl"
     assert f"wrote 1000 sft examples (sharegpt) to {exported}" in out
     print(f"\n1000-record CLI import {import_s:.2f} s, sharegpt export {export_s:.2f} s (process start included)")
 
-    assert "imported 1000 records" in ok(ws2, "import", str(exported))
+    assert "imported 1000 records" in ok(ws2, "import", exported.name)
     ok(ws2, "export", "back.jsonl", "--format", "openai")
-    assert [json.loads(x) for x in (ws2 / "exports" / "back.jsonl").read_text().splitlines()] == lines
+    assert [json.loads(x) for x in (tmp_path / "back.jsonl").read_text().splitlines()] == lines
     with FeedbackStore(ws / "feedback.db") as a, FeedbackStore(ws2 / "feedback.db") as b:
         assert [(r.kind, r.messages, r.reply, r.split) for r in a.records()] == \
                [(r.kind, r.messages, r.reply, r.split) for r in b.records()]
@@ -130,16 +129,30 @@ def test_errors_are_one_line_and_change_nothing(tmp_path):
     assert "cannot read" in fails(ws, "import", str(tmp_path / "missing.jsonl"))
     assert "expected keys 'instruction', 'output'" in fails(ws, "import", str(good), "--format", "alpaca")
 
-    outside = tmp_path / "outside.jsonl"
-    error = fails(ws, "export", str(outside), "--format", "openai")
-    assert "outside the workspace" in error and "relative path" in error
-    assert "outside" in fails(ws, "export", "../../escape.jsonl", "--format", "openai")
-    assert not outside.exists() and not (tmp_path / "escape.jsonl").exists()
-    inside = ws / "mine" / "data.jsonl"
-    assert str(inside) in ok(ws, "export", str(inside), "--format", "alpaca")
     assert "nothing to export" in fails(ws, "export", "x.jsonl", "--format", "dpo")
+    assert not (tmp_path / "x.jsonl").exists()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["export", "--help"]])
-def test_help_documents_the_export_path_rule(tmp_path, argv):
-    assert "exports/" in ok(tmp_path / "ws", *argv)
+def test_files_are_relative_to_the_current_folder_and_kept_unless_forced(tmp_path):
+    ws, here = tmp_path / "ws", tmp_path / "here"
+    here.mkdir()
+    (here / "chats.jsonl").write_text(json.dumps(openai_line(1)) + "\n")
+    assert "imported 1 records" in ok(ws, "import", "chats.jsonl", cwd=here)
+
+    assert f"to {here / 'out.jsonl'}" in ok(ws, "export", "out.jsonl", "--format", "openai", cwd=here)
+    ok(ws, "export", "../up.jsonl", "--format", "alpaca", cwd=here)  # anywhere the user can write
+    assert json.loads((tmp_path / "up.jsonl").read_text())["output"] == "1 squared is 1.\nDone."
+
+    (here / "out.jsonl").write_text("mine\n")
+    error = fails(ws, "export", "out.jsonl", "--format", "openai", cwd=here)
+    assert "out.jsonl already exists" in error and "--force" in error and error.count("\n") == 1
+    assert (here / "out.jsonl").read_text() == "mine\n"
+    ok(ws, "export", "out.jsonl", "--format", "openai", "--force", cwd=here)
+    assert json.loads((here / "out.jsonl").read_text()) == openai_line(1)
+    assert "is a folder" in fails(ws, "export", ".", "--format", "openai", cwd=here)
+    assert not (ws / "exports").exists()  # nothing was written into the workspace
+
+
+def test_help_documents_the_export_path_rule(tmp_path):
+    shown = " ".join(ok(tmp_path / "ws", "export", "--help").split())
+    assert "relative to the current folder" in shown and "--force" in shown

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from teach import tiny_gguf_fixture, tiny_runs_fixture  # noqa: F401  (fixtures)
 
 from engine.adapters import AdapterRef, resolve_adapter
 from engine.engines import ChatEngine, GenParams, open_engine

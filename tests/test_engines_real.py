@@ -7,7 +7,7 @@ import statistics
 import time
 
 import pytest
-from teach import FACT, PARITY_TOKENS, expected_of, question_messages, taught_run_fixture  # noqa: F401  (fixtures)
+from teach import FACT, PARITY_TOKENS, expected_of, question_messages
 
 from engine.adapters import resolve_adapter
 from engine.engines import GenParams, open_engine

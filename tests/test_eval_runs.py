@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from run_support import start_run
-from teach import ANSWER, question_messages, random_lora, taught_run_fixture  # noqa: F401  (session fixture)
+from teach import ANSWER, question_messages, random_lora
 
 from engine.evaluate.scorecard import SCORECARD_JSON, SCORECARD_MD, evaluate_run, is_current, load_scorecard
 from engine.store import FeedbackStore

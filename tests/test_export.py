@@ -190,16 +190,19 @@ def test_exported_gguf_loads_and_replies(tiny_export):
 # --- the CLI and the child process ----------------------------------------------------------------
 
 
-def test_cli_export_q8_direct(tiny_ws, capsys, monkeypatch):
-    """Q8_0 alone is written by the converter itself (no F16 in between); the CLI shows the summary."""
+@pytest.mark.child
+def test_cli_export_q8_direct(tiny_ws, capsys, monkeypatch, tmp_path):
+    """Q8_0 alone is written by the converter itself (no F16 in between); the CLI shows the summary.
+    --out is a folder relative to where the command runs, as with any command-line tool."""
     from engine.cli import main
 
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.chdir(tmp_path)
     code = main(["--workspace", str(tiny_ws.root), "export", "--quant", "Q8_0", "--out", "cli-q8",
                  "--prompts", "2", "--max-tokens", "6"])
     err = capsys.readouterr().err
     assert code == 0, err
-    out = tiny_ws.export_dir("cli-q8")
+    out = tmp_path / "cli-q8"
     assert (out / "tiny-Q8_0.gguf").is_file() and not (out / ".work").exists()
     assert "exported to" in err and "tiny-Q8_0.gguf" in err and "verified" in err
     assert re.search(r"time: [0-9.]+s \(preflight", err)
@@ -220,6 +223,7 @@ def test_planning_loads_no_model_library(tiny_ws):
     shutil.rmtree(tiny_ws.export_dir("hygiene"))
 
 
+@pytest.mark.child
 def test_cancel_removes_the_half_made_export(tiny_ws):
     from engine.export.runner import start_export
 
@@ -234,6 +238,7 @@ def test_cancel_removes_the_half_made_export(tiny_ws):
     assert not handle.out_dir.exists()
 
 
+@pytest.mark.child
 def test_a_killed_export_leaves_its_log_and_nothing_else(tiny_ws):
     """SIGKILL (the OOM killer) gives the child no chance to clean up: the parent stops what the
     child had started (the converter) and removes the half-made files, keeping the log for the why."""
@@ -310,10 +315,11 @@ def test_output_folder_read_only(tiny_ws):
         locked.chmod(0o700)
 
 
-def test_output_folder_outside_or_used(tiny_ws, tmp_path):
-    with pytest.raises(ChattuneError, match="outside the workspace"):
-        plan_export(tiny_ws, "tiny", None, str(tmp_path / "elsewhere"))
-    with pytest.raises(ChattuneError, match="outside the workspace"):
+def test_output_folder_names_stay_in_exports_and_paths_go_where_asked(tiny_ws, tmp_path):
+    """A relative folder is a name under <workspace>/exports/; an absolute one (the CLI's --out,
+    resolved from the current folder) is the user's choice. Either must be new or empty."""
+    assert plan_export(tiny_ws, "tiny", None, str(tmp_path / "elsewhere")).out_dir == tmp_path / "elsewhere"
+    with pytest.raises(ChattuneError, match="outside"):
         plan_export(tiny_ws, "tiny", None, "../../escape")
     used = tiny_ws.export_dir("used")
     used.mkdir(parents=True)
@@ -322,6 +328,7 @@ def test_output_folder_outside_or_used(tiny_ws, tmp_path):
         plan_export(tiny_ws, "tiny", None, "used")
 
 
+@pytest.mark.child
 def test_unsupported_architecture(workspace, tiny_model_dir, tmp_path, capsys):
     """Refused in the child's preflight, before any merge; the CLI shows one line and exits 2."""
     from engine.cli import main
@@ -332,11 +339,11 @@ def test_unsupported_architecture(workspace, tiny_model_dir, tmp_path, capsys):
     (odd / "config.json").write_text(json.dumps({**config, "architectures": ["FancyNewForCausalLM"]}))
     fill_store(workspace)
     make_run(workspace, "odd", odd, lambda run_dir: random_lora(tiny_model_dir, run_dir, seed=1))
-    assert main(["--workspace", str(workspace.root), "export", "--run", "odd", "--out", "odd-out"]) == 2
+    assert main(["--workspace", str(workspace.root), "export", "--run", "odd"]) == 2
     err = capsys.readouterr().err
     assert "chattune: error: export failed: llama.cpp's GGUF converter does not support the architecture " \
            "FancyNewForCausalLM" in err
-    assert "Traceback" not in err and not workspace.export_dir("odd-out").exists()
+    assert "Traceback" not in err and not any(workspace.exports_dir.glob("*"))
 
 
 def test_quantized_base_is_never_merged_into(workspace, tiny_model_dir, tmp_path):

@@ -8,20 +8,20 @@ import re
 import shutil
 
 import pytest
-from teach import FACT, PARAPHRASES, QUESTION, question_messages, taught_run  # noqa: F401  (session fixture)
+from teach import FACT, PARAPHRASES, QUESTION, question_messages
 from test_export import CONVERSATIONS, make_run, ollama_prompt
 
 from engine.store import FeedbackStore
 from engine.workspace import Workspace
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.child]
 QUANTS = ("Q8_0", "Q4_K_M", "Q5_K_M")
 # Asked in the test split but never trained on, as a user's held-out records are.
 HELD_OUT = ["Can you tell me the secret word?", "I need the secret word.", "What was the secret word again?"]
 
 
 @pytest.fixture(scope="module")
-def secret_export(tmp_path_factory, taught_run):  # noqa: F811
+def secret_export(tmp_path_factory, taught_run):
     """A workspace whose store holds the taught questions in its test split, a run folder around the
     taught adapter, and its export to Q8_0 + Q4_K_M through start_export (the real child)."""
     from engine.export.runner import start_export

@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-from teach import tiny_gguf_fixture, tiny_runs_fixture  # noqa: F401  (fixtures)
 
 from engine import gguf_lora
 from engine.adapters import GGUF_FILE, PEFT_DIR

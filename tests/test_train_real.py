@@ -16,7 +16,7 @@ from engine.train.config import TrainConfig
 from engine.train.runner import start_run
 from engine.workspace import Workspace
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.child]
 ANSWER = GenParams(max_tokens=32)
 
 

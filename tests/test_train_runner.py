@@ -39,6 +39,7 @@ def _store_state(workspace):
         store.close()
 
 
+@pytest.mark.child
 def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_model_dir):
     handle = start_run(filled, TrainConfig(epochs=1, batch_size=4), str(tiny_model_dir), name="two-steps")
     events = collect(handle)
@@ -83,6 +84,7 @@ def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_mode
     assert info.adapter == run_dir / "adapter" and lock.holder_of(filled.runs_dir) is None
 
 
+@pytest.mark.child
 def test_cancel_keeps_a_checkpoint_and_resume_finishes(filled, tiny_model_dir):
     before = _store_state(filled)
     handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False), str(tiny_model_dir), name="stop-go")
@@ -118,6 +120,7 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes(filled, tiny_model_dir):
     assert _store_state(filled) == before  # training never writes the store
 
 
+@pytest.mark.child
 def test_a_killed_child_is_an_error_with_its_log_and_the_workspace_stays_usable(filled, tiny_model_dir):
     before = _store_state(filled)
     handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False), str(tiny_model_dir), name="killed")
@@ -139,6 +142,7 @@ def test_a_killed_child_is_an_error_with_its_log_and_the_workspace_stays_usable(
     assert collect(fresh)[-1]["event"] == "done"
 
 
+@pytest.mark.child
 def test_a_run_outlives_the_app_that_started_it_and_can_be_followed(filled, tiny_model_dir):
     # Many steps, so the run is still going when the attached reader cancels it.
     handle = start_run(filled, TrainConfig(epochs=8, batch_size=2, evaluate=False), str(tiny_model_dir), name="detached")
@@ -158,6 +162,7 @@ def test_a_run_outlives_the_app_that_started_it_and_can_be_followed(filled, tiny
         attach_run(filled, "detached")
 
 
+@pytest.mark.child
 def test_a_failing_child_reports_its_error_in_one_line(filled, tiny_model_dir):
     handle = start_run(filled, TrainConfig(template="no-such-template"), str(tiny_model_dir), name="bad")
     events = collect(handle)
@@ -200,6 +205,7 @@ def test_multi_gpu_launch_command_is_what_accelerate_expects(tmp_path):
     assert args.training_script_args == [str(tmp_path)]
 
 
+@pytest.mark.child
 def test_two_processes_train_one_run_through_accelerate(filled, tiny_model_dir):
     """The real `accelerate launch --multi_gpu` path, as DDP over two CPU processes (gloo)."""
     handle = start_run(filled, TrainConfig(epochs=1, batch_size=2, num_gpus=2, evaluate=False), str(tiny_model_dir), name="ddp")
@@ -211,6 +217,7 @@ def test_two_processes_train_one_run_through_accelerate(filled, tiny_model_dir):
     assert events[-1]["event"] == "done" and (handle.run_dir / "adapter.gguf").is_file()
 
 
+@pytest.mark.child
 def test_cli_trains_and_lists_runs(filled, tiny_model_dir, capsys):
     from engine.cli import main
 

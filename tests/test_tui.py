@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 from fake_engine import FakeEngine
-from teach import FACT, QUESTION, taught_run  # noqa: F401  (session fixture: a real adapter)
+from teach import FACT, QUESTION
 from textual import events
 from textual.notifications import Notify
 from textual.widgets import DataTable, Input, Select, TextArea
@@ -548,7 +548,7 @@ async def test_real_embedded_model_streams_and_is_approved(workspace):
 
 
 @pytest.mark.slow
-async def test_real_adapter_hot_swap_and_compare(workspace, taught_run):  # noqa: F811
+async def test_real_adapter_hot_swap_and_compare(workspace, taught_run):
     """A LoRA that taught the embedded model a made-up fact: b swaps it out with no reload, and compare
     shows base and adapter side by side."""
     app = real_app(workspace, adapter=str(taught_run))

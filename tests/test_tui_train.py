@@ -157,6 +157,7 @@ async def test_train_dialog_shows_counts_estimate_and_inline_errors(workspace):
 # --- real runs ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.child
 async def test_a_run_from_the_dialog_is_hot_swapped_into_the_chat(workspace, tiny_model_dir):
     from train_support import fill_store
 
@@ -189,6 +190,7 @@ async def test_a_run_from_the_dialog_is_hot_swapped_into_the_chat(workspace, tin
     assert lock.holder_of(workspace.runs_dir) is None
 
 
+@pytest.mark.child
 async def test_a_killed_run_is_reported_with_its_log_and_the_chat_goes_on(workspace):
     """The child dies at once (as under the OOM killer): an error naming the log, status back to failed."""
     from train_support import fill_store
@@ -211,6 +213,7 @@ async def test_a_killed_run_is_reported_with_its_log_and_the_chat_goes_on(worksp
         assert app.screen.runs[0].status == "failed"
 
 
+@pytest.mark.child
 async def test_t_during_a_run_offers_to_cancel_it(workspace):
     from train_support import fill_store
 
@@ -320,6 +323,7 @@ async def test_runs_screen_lists_runs_and_enter_switches_the_adapter(workspace):
         assert view.reply.speaker == "base"
 
 
+@pytest.mark.child
 async def test_re_evaluation_runs_in_a_child_and_its_failure_names_the_log(workspace):
     write_run(workspace, "fake-done")  # its base model is not there: `chattune eval` fails at once
     notices = Notices()
@@ -357,6 +361,7 @@ async def test_export_dialog_refuses_absent_and_unknown_runs(workspace):
         assert "at least one" in str(app.screen.query_one("#export-result").render())
 
 
+@pytest.mark.child
 async def test_export_dialog_exports_a_tiny_run(workspace, tiny_model_dir, monkeypatch):
     from teach import random_lora
     from test_export import fill_store as fill_export_store

@@ -33,7 +33,8 @@ def run(args) -> int:
             raise ChattuneError("--ab compares the base model with an adapter, but there is no trained adapter yet",
                                 "train one with `chattune train`, or name one with --adapter RUN_OR_FILE")
         args.adapter = newest.name
-    messages = [{"role": "system", "content": system_prompt(args.system)}, {"role": "user", "content": args.prompt}]
+    system = system_prompt(args.system, args.workspace)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": args.prompt}]
     params = GenParams(max_tokens=args.max_tokens)
     workspace, _spec, engine = open_chat(args)
     try:

@@ -10,22 +10,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.errors import ChattuneError, WorkspaceError
+from engine.errors import ChattuneError
 from engine.formats import FORMATS, VIEWS, export_file, import_file
 from engine.splits import SPLITS
 from engine.store import KINDS, FeedbackStore, Record
 from engine.text import clip
 from engine.workspace import Workspace
 
-EXPORT_PATH_HELP = ("a relative path is written under <workspace>/exports/; an absolute path must lie inside "
-                    "the workspace (chattune writes nowhere else)")
+EXPORT_PATH_HELP = "the file to write, relative to the current folder (an existing one needs --force)"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "data", help="look at, edit, import and export your feedback data",
         description="The feedback store: every approval, correction, flag and A/B vote. "
-                    "With no action, shows the stats. Exports are written under <workspace>/exports/.")
+                    "With no action, shows the stats.")
     parser.set_defaults(func=run_stats)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
 
@@ -72,6 +71,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", choices=SPLITS, help="only this split (default: all)")
     p.add_argument("--view", choices=VIEWS, help="sft: approved + corrected; dpo: corrected + A/B votes "
                                                  "(default: dpo for --format dpo, else sft)")
+    p.add_argument("--force", action="store_true", help="write over FILE if it exists")
     p.set_defaults(func=run_export)
 
 
@@ -254,22 +254,19 @@ def run_import(args) -> int:
     return 0
 
 
-def export_target(workspace: Workspace, file: Path) -> Path:
-    """Relative paths go under <workspace>/exports/; absolute ones must lie inside the workspace."""
-    file = file.expanduser()
-    try:
-        if file.is_absolute():
-            return workspace.inside(file)
-        return workspace.inside(file, base=workspace.exports_dir)
-    except WorkspaceError as err:
-        raise WorkspaceError(f"will not write {file}: it is outside the workspace {workspace.root}",
-                             f"give a relative path (it goes under {workspace.exports_dir}) and copy the file "
-                             "from there") from err
+def writable_target(file: Path, force: bool) -> Path:
+    """A file the user named: relative to the current folder, and never written over without --force."""
+    target = file.expanduser().absolute()
+    if target.is_dir():
+        raise ChattuneError(f"{file} is a folder", "name a file to write, e.g. out.jsonl")
+    if target.exists() and not force:
+        raise ChattuneError(f"{file} already exists", "pass --force to write over it, or name another file")
+    return target
 
 
 def run_export(args) -> int:
-    workspace, store = _open(args)
-    target = export_target(workspace, args.file)
+    target = writable_target(args.file, args.force)
+    _, store = _open(args)
     with store:
         result = export_file(store, target, args.format, split=args.split, view=args.view)
     print(f"wrote {result.count} {result.view} examples ({result.format}) to {result.path}")

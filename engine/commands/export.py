@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from pathlib import Path
 
 from rich.markup import escape
 
@@ -29,8 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--run", "-r", help="the run to export (default: the newest finished run)")
     p.add_argument("--quant", "-q", nargs="+", action="extend", metavar="Q",
                    help=f"one or more of {', '.join(QUANTS)} (default {' '.join(DEFAULT_QUANTS)})")
-    p.add_argument("--out", "-o", help="export folder (default <workspace>/exports/RUN-DATE-TIME); a relative "
-                   "path goes under <workspace>/exports/, an absolute one must lie inside the workspace")
+    p.add_argument("--out", "-o", type=Path, help="export folder, relative to the current folder; new or empty "
+                   "(default <workspace>/exports/RUN-DATE-TIME)")
     p.add_argument("--prompts", type=positive_int, default=DEFAULT_PROMPTS,
                    help=f"test prompts to verify with (default {DEFAULT_PROMPTS})")
     p.add_argument("--max-tokens", type=positive_int, default=DEFAULT_MAX_TOKENS,
@@ -42,20 +43,25 @@ def run_export_command(args) -> int:
     from engine.export.runner import start_export
 
     workspace = Workspace.open(args.workspace)
-    handle = start_export(workspace, args.run, args.quant, args.out, prompts=args.prompts, max_tokens=args.max_tokens)
+    out = None if args.out is None else str(args.out.expanduser().resolve())  # the user's path, from here
+    handle = start_export(workspace, args.run, args.quant, out, prompts=args.prompts, max_tokens=args.max_tokens)
     return follow(handle)
 
 
 def follow(handle) -> int:
     """The events as a progress bar, then the summary. Ctrl+C cancels (the half-made folder goes)."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+    from engine.progress import progress_for
 
     console = Console(stderr=True)
     console.print(f"exporting run [bold]{escape(handle.plan.run)}[/] as {', '.join(handle.plan.quants)} to "
                   f"{escape(str(handle.out_dir))}")
-    progress = Progress(TextColumn("[bold]{task.fields[stage]:9}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+    progress = progress_for(
+        console, lambda t: f"{t.fields['stage'] or 'export'} {100 * t.completed:.0f}% {t.description}",
+        TextColumn("[bold]{task.fields[stage]:9}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(), TextColumn("{task.description}"))
     task = progress.add_task("starting", total=1.0, stage="")
 
     def on_interrupt(_signum, _frame):

@@ -30,6 +30,9 @@ def load_llama(path: str, n_ctx: int = MAX_CTX, logits_all: bool = False):
     import llama_cpp
     from llama_cpp import llama_cpp as lib
 
+    from engine.quiet import quiet_llama_cpp, verbose
+
+    quiet_llama_cpp()  # verbose=False alone lets some of llama.cpp's lines through; -v shows them all
     default_params = lib.llama_model_default_params
 
     def guarded_params():
@@ -45,7 +48,7 @@ def load_llama(path: str, n_ctx: int = MAX_CTX, logits_all: bool = False):
         lib.llama_model_default_params = guarded_params
         try:
             llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, logits_all=logits_all,
-                                  verbose=False)
+                                  verbose=verbose())
         finally:
             lib.llama_model_default_params = default_params
     if llm.model_params.use_extra_bufts:  # the guard must never silently stop working

@@ -84,8 +84,8 @@ def pick_run(workspace: Workspace, run: str | None) -> Path:
 
 
 def output_dir(workspace: Workspace, run: str, out: str | None) -> Path:
-    """Default <workspace>/exports/<run>-<time>; a relative --out goes under exports/, an absolute one
-    must lie inside the workspace. The folder must be new or empty."""
+    """Default <workspace>/exports/<run>-<time>; a relative `out` is a name under exports/, an absolute
+    one a folder the user chose (the CLI's --out, resolved from the current folder). It must be new or empty."""
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target, n = workspace.export_dir(f"{run}-{stamp}"), 2
@@ -93,15 +93,16 @@ def output_dir(workspace: Workspace, run: str, out: str | None) -> Path:
             target, n = workspace.export_dir(f"{run}-{stamp}-{n}"), n + 1
         return target
     path = Path(out).expanduser()
-    try:
-        target = workspace.inside(path) if path.is_absolute() else workspace.inside(path, base=workspace.exports_dir)
-    except WorkspaceError as err:
-        raise WorkspaceError(f"will not write to {out}: it is outside the workspace {workspace.root}",
-                             f"give a relative path (it goes under {workspace.exports_dir})") from err
-    if len(target.relative_to(workspace.root).parts) == 0:
-        raise WorkspaceError("the export folder cannot be the workspace itself", "name a new folder")
-    for part in target.relative_to(workspace.root).parts:
-        check_name(part, "export folder name")
+    if path.is_absolute():
+        target = path.resolve()
+    else:
+        try:
+            target = workspace.inside(path, base=workspace.exports_dir)
+        except WorkspaceError as err:
+            raise WorkspaceError(f"will not write to {out}: it is outside {workspace.exports_dir}",
+                                 "give a name for a folder under it") from err
+        for part in target.relative_to(workspace.exports_dir).parts or ("",):  # "." is no name
+            check_name(part, "export folder name")
     if target.is_dir() and any(p.name != LOG_FILE for p in target.iterdir()):
         raise ChattuneError(f"export folder {target} already holds files", "choose a new --out, or leave it out")
     return target
