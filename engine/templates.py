@@ -7,8 +7,10 @@ tricks, and templates only get the few helpers HF templates expect.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 
 from engine.errors import ChattuneError
 
@@ -67,18 +69,109 @@ def _compile(template: str):
                             TEMPLATE_HINT) from err
 
 
-def model_template(own: str | None, model_name: str) -> str:
-    """The model's own chat template, or a clear error for a model without one."""
-    if not own:
-        raise ChattuneError(f"model {model_name} carries no chat template",
-                            "pass --template NAME, e.g. --template chatml (see prompts/templates/)")
-    return own
+# Turn tokens of each shipped family template: a template fits a model when all of them are single
+# tokens of its vocabulary (base models carry them too, unused: Gemma's <start_of_turn>, Llama 3's
+# <|eot_id|>). Without them the markers are plain text and a model never learns to stop.
+TURN_TOKENS = {
+    "chatml": ("<|im_start|>", "<|im_end|>"),
+    "llama3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    "gemma": ("<start_of_turn>", "<end_of_turn>"),
+    "phi3": ("<|user|>", "<|assistant|>", "<|end|>"),
+    "mistral": ("[INST]", "[/INST]"),
+}
+# GGUF general.architecture or HF model_type -> the template its family's instruct models use.
+FAMILY_TEMPLATE = {
+    "llama": "llama3", "gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3_text": "gemma",
+    "gemma3n": "gemma", "gemma3n_text": "gemma", "mistral": "mistral", "mistral3": "mistral", "phi3": "phi3",
+    "phimoe": "phi3", "qwen2": "chatml", "qwen2_moe": "chatml", "qwen2moe": "chatml", "qwen3": "chatml",
+    "qwen3_moe": "chatml", "qwen3moe": "chatml", "smollm3": "chatml",
+}
+PLAIN = "plain"
+PLAIN_STOPS = ("\nUser:",)  # a base model that has not learned EOS yet goes on with the next turn
 
 
-def pick_template(override: str | None, own: str | None, model_name: str) -> str:
-    """The prompts/templates override named by the user, else the model's own template."""
+@dataclass(frozen=True)
+class TemplateChoice:
+    name: str  # "own" (the model's), or a prompts/templates/ name
+    text: str
+    reason: str  # one line for the user: which template and why
+    stops: tuple[str, ...] = ()  # text that ends a reply (the end-of-turn tokens end it anyway)
+    end_tokens: tuple[str, ...] = ()  # tokens that close an assistant turn besides EOS
+
+
+def choose_template(override: str | None, own: str | None, model_name: str, *, family: str | None = None,
+                    has_token=None) -> TemplateChoice:
+    """The template the chat, training, evaluation and export all use for this model.
+
+    `--template` wins; else the model's own; else its family's default (by GGUF architecture or HF
+    model_type) if its turn tokens are in the vocabulary; else any shipped template whose turn
+    tokens are; else the plain "User:/Assistant:" one. `has_token(text)` says whether `text` is one
+    token of the model's vocabulary.
+    """
+    from engine.prompts import template_override
+
     if override:
-        from engine.prompts import template_override
+        return _choice(override, template_override(override), f"chat template: {override} (--template)")
+    if own:
+        return TemplateChoice("own", own, "chat template: the model's own")
+    has_token = has_token or (lambda _text: False)
+    default = FAMILY_TEMPLATE.get((family or "").lower())
+    fits = [name for name, tokens in TURN_TOKENS.items() if all(has_token(t) for t in tokens)]
+    if default in fits:
+        return _choice(default, template_override(default),
+                       f"chat template: {default}, {model_name} has none; {default} is the {family} "
+                       "family's and its turn tokens are in the vocabulary")
+    if fits:
+        return _choice(fits[0], template_override(fits[0]),
+                       f"chat template: {fits[0]}, {model_name} has none; its vocabulary has {fits[0]}'s turn tokens")
+    return _choice(PLAIN, template_override(PLAIN),
+                   f"chat template: plain (User:/Assistant:), {model_name} has none and its vocabulary has no "
+                   "family's turn tokens")
 
-        return template_override(override)
-    return model_template(own, model_name)
+
+def model_template(own: str | None, model_name: str) -> str:
+    """The model's own template, else the plain one (kept for engines not yet on choose_template)."""
+    return choose_template(None, own, model_name).text
+
+
+def hf_template(model_dir, tokenizer, override: str | None, model_name: str | None = None) -> TemplateChoice:
+    """choose_template for a Hugging Face model folder: its family is the config's model_type (a
+    multimodal config keeps the language model's under text_config)."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    family = (config.get("text_config") or {}).get("model_type") or config.get("model_type")
+    return choose_template(override, tokenizer.chat_template, model_name or Path(model_dir).name, family=family,
+                           has_token=lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) == 1)
+
+
+def _choice(name: str, text: str, reason: str) -> TemplateChoice:
+    tokens = TURN_TOKENS.get(name, ())
+    return TemplateChoice(name, text, reason, stops=PLAIN_STOPS if name == PLAIN else (),
+                          end_tokens=tokens[-1:] if name != "mistral" else ())
+
+
+class StopText:
+    """Cuts streamed text at the first stop string, holding back a tail that may begin one."""
+
+    def __init__(self, stops=()):
+        self.stops = tuple(s for s in stops if s)
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        if not self.stops or self.stopped:
+            return "" if self.stopped else piece
+        text = self._held + piece
+        hits = [i for i in (text.find(stop) for stop in self.stops) if i >= 0]
+        if hits:
+            self.stopped, self._held = True, ""
+            return text[:min(hits)].rstrip()
+        keep = max((k for stop in self.stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+        self._held = text[len(text) - keep:] if keep else ""
+        return text[:len(text) - keep]
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held

@@ -12,7 +12,7 @@ from engine.engines import ChatEngine, GenParams, open_engine
 from engine.errors import AdapterError, ChattuneError
 from engine.models import resolve_model
 from engine.prompts import template_override
-from engine.templates import model_template, pick_template, render_chat
+from engine.templates import choose_template, render_chat
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there!"}]
 SHORT = GenParams(max_tokens=8)
@@ -41,11 +41,9 @@ def test_template_errors_are_user_errors():
         render_chat(refuse, MESSAGES)
     with pytest.raises(ChattuneError, match="syntax error"):
         render_chat("{% for m in messages %}", MESSAGES)
-    with pytest.raises(ChattuneError, match="no chat template"):
-        model_template(None, "base-model")
     with pytest.raises(ChattuneError, match="no chat template named"):
-        pick_template("does-not-exist", "own", "m")
-    assert pick_template(None, "own", "m") == "own"
+        choose_template("does-not-exist", "own", "m")
+    assert choose_template(None, "own", "m").text == "own"
 
 
 def test_templates_run_in_the_immutable_sandbox():

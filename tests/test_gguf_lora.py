@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 
-from engine import gguf_lora
 from engine.adapters import GGUF_FILE, PEFT_DIR
 from engine.errors import ChattuneError
 from engine.gguf_lora import convert_peft_to_gguf
@@ -84,8 +83,11 @@ def test_llama_cpp_with_the_converted_lora_matches_peft(tiny_gguf, tiny_runs, pe
 
 def test_parity_depends_on_the_q_k_row_permutation(tiny_gguf, tiny_runs, tiny_model_dir, peft_logits, tmp_path,
                                                    monkeypatch):
-    """Without permuting lora_B of q_proj/k_proj like the base weights, llama.cpp computes something else."""
-    monkeypatch.setattr(gguf_lora, "_rope_permute", lambda rows, n_head: rows)
+    """lora_B of q_proj/k_proj goes through the converter's own RoPE row permutation; without it,
+    llama.cpp computes something else."""
+    from conversion.llama import LlamaModel
+
+    monkeypatch.setattr(LlamaModel, "permute", staticmethod(lambda weights, n_head, n_head_kv: weights))
     unpermuted = convert_peft_to_gguf(tiny_runs.run_dir("rand-a") / PEFT_DIR, tiny_model_dir, tmp_path / "x.gguf")
     base, adapted = peft_logits
     assert np.abs(_logits(tiny_gguf, TEXT, unpermuted) - adapted).max() > 0.05 * np.abs(adapted - base).max()
@@ -122,12 +124,21 @@ def test_unsupported_adapter_options_are_refused(peft_copy, tiny_model_dir, tmp_
     _assert_refused(peft_copy, tiny_model_dir, tmp_path / "out" / "a.gguf", match)
 
 
-def test_unsupported_architecture_is_refused(peft_copy, tiny_model_dir, tmp_path):
+def test_architecture_the_converter_lacks_is_refused(peft_copy, tiny_model_dir, tmp_path):
     base = tmp_path / "base"
     base.mkdir()
     shutil.copy(tiny_model_dir / "config.json", base / "config.json")
-    _edit_json(base / "config.json", architectures=["GPT2LMHeadModel"])
-    _assert_refused(peft_copy, base, tmp_path / "out" / "a.gguf", "architecture GPT2LMHeadModel")
+    _edit_json(base / "config.json", architectures=["NoSuchForCausalLM"])
+    _assert_refused(peft_copy, base, tmp_path / "out" / "a.gguf", "architecture NoSuchForCausalLM")
+
+
+def test_lora_the_converter_cannot_place_is_refused(peft_copy, tiny_model_dir, tmp_path):
+    """A module the base architecture has no GGUF tensor for (here: Llama modules read as GPT-2's)."""
+    base = tmp_path / "base"
+    base.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", base / "config.json")
+    _edit_json(base / "config.json", architectures=["GPT2LMHeadModel"], n_layer=2, n_embd=64, n_head=4)
+    _assert_refused(peft_copy, base, tmp_path / "out" / "a.gguf", "GPT2|cannot")
 
 
 def test_lora_on_embeddings_is_refused(peft_copy, tiny_model_dir, tmp_path):

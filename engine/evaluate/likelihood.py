@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from engine.templates import pick_template, render_chat
+from engine.templates import hf_template, render_chat
 
 MAX_WINDOW = 1024  # perplexity is taken over windows of at most this many tokens
 
@@ -31,7 +31,7 @@ class ScoringModel:
         self.tokenizer = AutoTokenizer.from_pretrained(base_dir)
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, use_safetensors=True).to(self.device)
         self.model = PeftModel.from_pretrained(base, adapter_dir).eval()
-        self._template = pick_template(template, self.tokenizer.chat_template, Path(base_dir).name)
+        self._template = hf_template(base_dir, self.tokenizer, template).text  # as training chose it
         limit = getattr(base.config, "max_position_embeddings", None) or MAX_WINDOW
         self.window = min(MAX_WINDOW, limit)
 

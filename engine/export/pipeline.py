@@ -119,11 +119,13 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
         base_dir = trainable_base(inputs.spec, workspace, progress=report.say)
         # The peft copy, and the LoRA GGUF of about the same size.
         facts = check_base(base_dir, plan, extra_bytes=2 * _size(inputs.adapter.need_peft()))
-        template_text = None
-        if inputs.template:
-            from engine.prompts import template_override
+        # The template the run trained with (its --template, the model's own, or the one chosen for a
+        # model without one) goes into the GGUF, so llama.cpp and Ollama prompt it as the chat did.
+        from transformers import AutoTokenizer
 
-            template_text = template_override(inputs.template)
+        from engine.templates import hf_template
+
+        template_text = hf_template(base_dir, AutoTokenizer.from_pretrained(base_dir), inputs.template).text
     plan.work_dir.mkdir(parents=True, exist_ok=True)
 
     with report.stage("merge", f"merging the adapter into {inputs.spec.name} (full precision, CPU)"):
