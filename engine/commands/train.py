@@ -105,11 +105,15 @@ def run_train(args) -> int:
 def follow(handle) -> int:
     """Show the run's events as a rich progress bar; Ctrl+C cancels (a second one stops at once)."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+    from engine.progress import progress_for
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console)
+    progress = progress_for(  # a bar on a terminal; in a pipe, one line per step
+        console, lambda t: f"{t.description} {t.completed}/{t.total or '?'} {t.fields.get('info', '')}",
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     task = progress.add_task("starting", total=None, info="")
     presses = 0
 
