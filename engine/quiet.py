@@ -1,9 +1,10 @@
 """What the libraries print: nothing in normal output, everything with `-v`.
 
 llama.cpp logs through a C callback (llama-cpp-python's own prints some lines whatever `verbose`
-says), and transformers and huggingface_hub through Python logging and tqdm bars. `configure` is
-called once by the CLI before any of them is imported; `quiet_llama_cpp` by the code that loads
-llama.cpp, so `chattune --help` and the TUI import neither library.
+says); transformers and huggingface_hub through Python logging and tqdm bars, which environment
+variables turn off (in the training and export children too: a bar redrawn in a log file is noise).
+`configure` is called once by the CLI before any of them is imported; `quiet_llama_cpp` by the code
+that loads llama.cpp, so `chattune --help` and the TUI import neither library.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ def configure(verbose: bool) -> None:
     _state["verbose"] = verbose
     if verbose:
         return
-    # Read by transformers / huggingface_hub when they are imported.
+    # Read by transformers / huggingface_hub / tqdm when they are imported or a bar is made.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF dequantizer uses plain tqdm
 
 
 def verbose() -> bool:
