@@ -67,6 +67,33 @@ def spawn_child(command: list[str], log_path: Path, *, env: dict | None = None,
                                 start_new_session=True)
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` started that are still running (Linux /proc; [] elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def signal_ranks(launcher_pid: int, signum: int) -> bool:
+    """Signal the ranks of a multi-process run (the launcher's children), not the launcher: torch's
+    launcher answers a signal by passing it on and SIGKILLing the ranks still running 30 s later, so a
+    checkpoint being written would be lost. False when it has no ranks yet."""
+    ranks = child_pids(launcher_pid)
+    for pid in ranks:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    return bool(ranks)
+
+
 class ChildHandle:
     """A running child. `events()` has one consumer; `cancel()` is safe from any thread."""
 

@@ -122,6 +122,7 @@ def test_training_dialog(snap_compare, workspace, monkeypatch):
 
     monkeypatch.setattr("tui.modals.train.plan_run", fixed_plan)
     monkeypatch.setattr("tui.modals.train.guess_device", lambda _config: "cpu")
+    monkeypatch.setattr("tui.modals.train.training_line", lambda **_: "setup: LoRA on the CPU, fp32 (torch sees no GPU)")
     app = make_app(workspace)
 
     assert picture(snap_compare, app, lambda pilot: pilot.press("tab", "t"))

@@ -12,6 +12,7 @@ from engine.adapters import AdapterRef
 from engine.engines.adapter_slots import AdapterSlots
 from engine.engines.base import GenParams, ReplyStream
 from engine.errors import AdapterError, ChattuneError, ModelNotFound
+from engine.hardware import GPU_LAYERS_ENV, gpu_layers
 from engine.prompts import template_override
 from engine.templates import model_template, render_chat
 
@@ -44,17 +45,31 @@ def load_llama(path: str, n_ctx: int = MAX_CTX, logits_all: bool = False):
     # Half the logical cores: the physical ones on SMT machines, and room for the UI and a training
     # child. ggml's threads spin-wait on each other, so oversubscribed they run ~10x slower than one.
     threads = max(1, cores // 2)
+    layers, _why = gpu_layers(os.environ.get(GPU_LAYERS_ENV), bool(llama_cpp.llama_supports_gpu_offload()))
     with _DEFAULT_PARAMS_LOCK:
         lib.llama_model_default_params = guarded_params
         try:
-            llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, logits_all=logits_all,
-                                  verbose=verbose())
+            llm, fallback = load_placed(llama_cpp.Llama, path, layers, n_ctx=n_ctx, n_threads=threads,
+                                        n_threads_batch=threads, logits_all=logits_all, verbose=verbose())
         finally:
             lib.llama_model_default_params = default_params
+    llm.gpu_fallback = fallback  # for the UI's status bar: why the GPU was meant but the CPU runs it
     if llm.model_params.use_extra_bufts:  # the guard must never silently stop working
         llm.close()
         raise RuntimeError("llama-cpp-python ignored use_extra_bufts=False; the AMX crash guard is not active")
     return llm
+
+
+def load_placed(make, path: str, layers: int, **kwargs):
+    """(make(path, n_gpu_layers=layers), None); on the CPU when that fails on the GPU: (model, why).
+    llama.cpp cannot tell why a load failed, and on a GPU the usual cause is its memory."""
+    try:
+        return make(path, n_gpu_layers=layers, **kwargs), None
+    except ValueError:
+        if layers == 0:
+            raise  # the file itself: the caller says so
+    why = "loading onto the GPU failed, most likely for lack of free GPU memory (a training run may hold it)"
+    return make(path, n_gpu_layers=0, **kwargs), f"{why}: llama.cpp runs on the CPU"
 
 
 class LlamaCppEngine(AdapterSlots):
@@ -79,6 +94,7 @@ class LlamaCppEngine(AdapterSlots):
 
         self._lib = llama_cpp
         self.name = spec.name
+        self.gpu_fallback = self._llm.gpu_fallback  # None, or why the CPU runs what the GPU was meant to
         llm = self._llm
         self._template = override or model_template(llm.metadata.get("tokenizer.chat_template"), spec.name)
         self._bos_text = self._token_text(llm.token_bos())

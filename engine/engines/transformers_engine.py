@@ -21,14 +21,16 @@ def pick_device():
     import torch
 
     if torch.cuda.is_available():
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Native bf16 only (compute capability 8.0+): on older GPUs torch emulates it, slowly.
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return "cpu", torch.float32
 
 
 class TransformersEngine(AdapterSlots):
     kind = "transformers"
 
-    def __init__(self, spec, workspace, template: str | None = None):
+    def __init__(self, spec, workspace, template: str | None = None, placement: tuple | None = None):
+        """`placement`: (device, torch dtype) instead of pick_device()'s (export verification's reference)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -38,7 +40,7 @@ class TransformersEngine(AdapterSlots):
         hf_logging.disable_progress_bar()  # weight-loading bars are noise in a chat or a one-line error
         # A GGUF runs here through its cached full-precision copy (built once).
         folder = trainable_base(spec, workspace, progress=lambda msg: print(msg, file=sys.stderr))
-        self.device, dtype = pick_device()
+        self.device, dtype = placement or pick_device()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
             self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
@@ -155,10 +157,12 @@ class TransformersEngine(AdapterSlots):
         from peft import PeftModel
 
         if self._peft is None:
-            self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+            # torch_device: else peft loads the weights onto any GPU it sees, even for a model on the CPU.
+            self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False,
+                                                   torch_device=self.device)
             self._peft.eval()
         else:
-            self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False, torch_device=self.device)
 
     def _apply(self, name: str | None) -> None:
         """Make an adapter (None: none) the active one."""
@@ -171,8 +175,12 @@ class TransformersEngine(AdapterSlots):
             self._peft.base_model.enable_adapter_layers()
 
     def close(self) -> None:
-        self.model = None
+        # The peft wrapper holds the model as well: both go, or empty_cache() has nothing to free.
+        self.model = self._peft = None
         if self.device == "cuda":
+            import gc
+
             import torch
 
+            gc.collect()  # the model's modules refer to each other
             torch.cuda.empty_cache()

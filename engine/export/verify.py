@@ -118,20 +118,25 @@ def reply_all(engine, prompts: list[list[dict]], params: GenParams, tick: Callab
 
 class Reference:
     """The adapter as it was trained and evaluated: the full-precision base with the peft adapter, in
-    transformers. (The chat's llama.cpp path, quantized base + GGUF LoRA, is itself an approximation:
-    it moves token log-probabilities by up to ~0.4 nats, so it is no yardstick for the files.)"""
+    transformers, in fp32 (the near-tie threshold was measured in fp32; see reference_device for where).
+    (The chat's llama.cpp path, quantized base + GGUF LoRA, is itself an approximation: it moves token
+    log-probabilities by up to ~0.4 nats, so it is no yardstick for the files.)"""
 
     def __init__(self, inputs, workspace):
+        import torch
+
         from engine.adapters import AdapterRef
-        from engine.engines import open_engine
+        from engine.engines.transformers_engine import TransformersEngine
         from engine.export.fidelity import AdapterScorer
 
-        self.engine = open_engine("transformers", inputs.spec, workspace, template=inputs.template)
+        device, where = reference_device(inputs.spec, workspace)
+        self.engine = TransformersEngine(inputs.spec, workspace, template=inputs.template,
+                                         placement=(device, torch.float32))
         adapter = AdapterRef(inputs.name, inputs.adapter.need_peft(), None)
         self.engine.load_adapter(adapter)
         self.engine.set_adapter(adapter.name)
         self.scorer = AdapterScorer(self.engine.model, self.engine.device)
-        self.what = f"transformers: {inputs.spec.name} full precision + peft adapter {inputs.name}"
+        self.what = f"transformers: {inputs.spec.name} full precision + peft adapter {inputs.name}, {where}"
 
     def replies(self, prompts, params: GenParams, tick) -> Replies:
         replies = reply_all(self.engine, prompts, params, tick)
@@ -139,7 +144,40 @@ class Reference:
         return replies
 
     def close(self) -> None:
+        self.scorer = None  # it holds the model too
         self.engine.close()
+
+
+def reference_device(spec, workspace) -> tuple[str, str]:
+    """(device, why) for the reference: the GPU when no training run holds it and fp32 fits its free
+    memory, else the CPU (engine.hardware.reference_placement)."""
+    import torch
+
+    from engine.hardware import reference_placement
+    from engine.train.plan import count_parameters
+
+    cuda = torch.cuda.is_available()
+    training = cuda and _training_on_gpu(workspace)
+    free_mb = torch.cuda.mem_get_info()[0] / 2**20 if cuda and not training else None
+    params = count_parameters(spec)
+    return reference_placement(cuda=cuda, free_mb=free_mb, weights_mb=params * 4 / 2**20 if params else float("inf"),
+                               training_on_gpu=training)
+
+
+def _training_on_gpu(workspace) -> bool:
+    """A run trains in this workspace, on the GPU (or still deciding, and not asked for the CPU)."""
+    from engine.errors import ChattuneError
+    from engine.train import lock
+    from engine.train.rundir import read_run_config
+
+    holder = lock.holder_of(workspace.runs_dir)
+    if holder is None:
+        return False
+    try:
+        meta = read_run_config(workspace.run_dir(holder.run))
+    except ChattuneError:  # a run being set up: assume it will take the GPU, the CPU is always safe
+        return True
+    return (meta.get("runtime", {}).get("device") or meta.get("config", {}).get("device")) != "cpu"
 
 
 def export_replies(path: Path, prompts, params: GenParams, tick) -> Replies:

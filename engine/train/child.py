@@ -2,7 +2,8 @@
 
 stdout carries only JSON-line events (see engine.train.events); everything else the libraries
 print goes to RUN_DIR/train.log. SIGTERM or SIGINT cancels: the run keeps its last checkpoint.
-Exit status: 0 done, 1 error, 3 cancelled.
+Exit status: 0 done, 1 error, 3 cancelled (0 for a cancelled rank of a multi-GPU run: the launcher
+treats any other status as a failure and kills the ranks still saving the checkpoint after 30 s).
 
 On CPU it lowers its own priority, so the chat next to it stays responsive. Started by
 `accelerate launch`, it is one rank of a multi-GPU run: rank 0 speaks and saves, the others train.
@@ -57,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
                 held = lock.acquire(run_dir.parent, run_dir.name)
         _lower_priority_on_cpu(run_dir)
         outcome = run(run_dir, log, cancel, resume=args.resume)
-        return EXIT_CANCELLED if outcome == "cancelled" else EXIT_DONE
+        return _cancelled_status() if outcome == "cancelled" else EXIT_DONE
     except Cancelled:
         log.emit("cancelled", step=0, checkpoint=None, log=log_path)
-        return EXIT_CANCELLED
+        return _cancelled_status()
     except ChattuneError as err:
         print(f"chattune: error: {err}", file=sys.stderr, flush=True)
         log.emit("error", message=str(err), log=log_path)
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if held is not None:
             held.release()
+
+
+def _cancelled_status() -> int:
+    return EXIT_CANCELLED if int(os.environ.get("WORLD_SIZE", 1)) == 1 else EXIT_DONE
 
 
 def _lower_priority_on_cpu(run_dir: Path) -> None:

@@ -61,12 +61,13 @@ class CancelToken:
 class Runtime:
     device: str  # "cpu" or "cuda"
     quantization: str  # "none" or "4bit"
-    precision: str  # "fp32" or "bf16"
+    precision: str  # "fp32", "bf16" or "fp16" (engine.hardware.training_setup)
     gradient_checkpointing: bool
     optim: str
     rank: int
     local_rank: int
     world_size: int
+    bnb_compute_dtype: str = "bf16"  # what 4-bit layers compute in
 
     @property
     def main(self) -> bool:
@@ -164,16 +165,13 @@ def evaluate(run_dir: Path, log: EventLog) -> None:
 def decide_runtime(cfg: TrainConfig) -> Runtime:
     import torch
 
+    from engine.hardware import training_setup
+
+    # The same decision `chattune doctor` shows: bf16 only where the GPU has it natively, else fp16.
     cuda = torch.cuda.is_available()
-    if cfg.device == "cuda" and not cuda:
-        raise ChattuneError("training device cuda was asked for, but torch sees no GPU",
-                            "use --device cpu (or auto), or install the CUDA build of torch")
-    device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu"
-    quantization = cfg.quantization if cfg.quantization != "auto" else ("4bit" if device == "cuda" else "none")
-    if cfg.precision != "auto":
-        precision = cfg.precision
-    else:
-        precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    setup = training_setup(cuda=cuda, capability=torch.cuda.get_device_capability() if cuda else None,
+                           device=cfg.device, quantization=cfg.quantization, precision=cfg.precision)
+    device, quantization, precision = setup.device, setup.quantization, setup.precision
     checkpointing = (cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None
                      else quantization == "4bit" or device == "cuda")
     # Paged optimizers page their state to CPU memory under GPU memory pressure: CUDA only.
@@ -182,7 +180,7 @@ def decide_runtime(cfg: TrainConfig) -> Runtime:
         torch.set_num_threads(cfg.threads)
     return Runtime(device, quantization, precision, checkpointing, optim,
                    rank=int(os.environ.get("RANK", 0)), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-                   world_size=int(os.environ.get("WORLD_SIZE", 1)))
+                   world_size=int(os.environ.get("WORLD_SIZE", 1)), bnb_compute_dtype=setup.bnb_compute_dtype)
 
 
 def _base_dir(run_dir: Path, meta: dict, log: EventLog, rt: Runtime) -> Path:
@@ -225,9 +223,11 @@ def load_base(base_dir: Path, cfg: TrainConfig, rt: Runtime):
     if rt.quantization == "4bit":
         from transformers import BitsAndBytesConfig
 
+        from engine.hardware import TORCH_DTYPES
+
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_compute_dtype=getattr(torch, TORCH_DTYPES[rt.bnb_compute_dtype]),
         )
         kwargs["device_map"] = {"": rt.local_rank if rt.device == "cuda" else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True, **kwargs)
@@ -287,7 +287,7 @@ def build_trainer(cfg: TrainConfig, rt: Runtime, model, tokenizer, train_rows: l
         gradient_accumulation_steps=cfg.grad_accum, lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed, data_seed=cfg.seed, optim=rt.optim,
-        use_cpu=rt.device == "cpu", bf16=rt.precision == "bf16", fp16=False,
+        use_cpu=rt.device == "cpu", bf16=rt.precision == "bf16", fp16=rt.precision == "fp16",
         gradient_checkpointing=rt.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if rt.gradient_checkpointing else None,
         logging_strategy="steps", logging_steps=1,

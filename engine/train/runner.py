@@ -29,8 +29,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from engine import __version__
-from engine.childproc import TERMINAL_EVENTS, ChildHandle, describe_exit, parse_event, spawn_child
+from engine.childproc import (
+    TERMINAL_EVENTS,
+    ChildHandle,
+    describe_exit,
+    parse_event,
+    signal_ranks,
+    spawn_child,
+)
 from engine.errors import ChattuneError
+from engine.hardware import check_gpu_count, child_gpu_env, visible_gpu_count
 from engine.models import resolve_model
 from engine.train import lock
 from engine.train.config import TrainConfig
@@ -56,10 +64,11 @@ class RunHandle(ChildHandle):
     """A running child. `events()` has one consumer; `cancel()` and `kill()` are safe from any thread.
     `cancel()` asks the child to stop: it saves a checkpoint at the next step (resume continues there)."""
 
-    def __init__(self, name: str, run_dir: Path, process: subprocess.Popen):
+    def __init__(self, name: str, run_dir: Path, process: subprocess.Popen, *, multi_process: bool = False):
         super().__init__(process)
         self.name = name
         self.run_dir = run_dir
+        self.multi_process = multi_process  # under `accelerate launch`: cancel signals its ranks
 
     @property
     def pid(self) -> int:
@@ -74,8 +83,19 @@ class RunHandle(ChildHandle):
         message = describe_exit(code, "the training process", ": try --batch-size 1, a smaller --max-seq-len, or --qlora")
         return EventLog(self.run_dir, None).emit("error", message=message, log=self.log_path, returncode=code)
 
+    def cancel(self) -> None:
+        if not (self.multi_process and self.process.poll() is None and signal_ranks(self.pid, signal.SIGTERM)):
+            super().cancel()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = super().wait(timeout)
+        # A multi-GPU run's ranks, and so its launcher, exit 0 on a cancel (see engine.train.child).
+        return EXIT_CODES["cancelled"] if code == 0 and (self.outcome or {}).get("event") == "cancelled" else code
+
     def kill(self) -> None:
         """Stop at once, without a checkpoint (the last per-epoch one stays)."""
+        if self.multi_process and self.process.poll() is None:
+            signal_ranks(self.pid, signal.SIGKILL)  # the ranks lead process groups of their own
         self._signal(signal.SIGKILL)
 
 
@@ -142,6 +162,9 @@ class AttachedRun:
 
     def _signal(self, signum: int) -> None:
         if self.poll() is None:  # the pid is the lock holder's, so it is still our child process
+            multi_process = read_run_config(self.run_dir)["config"].get("num_gpus", 1) > 1
+            if multi_process and signal_ranks(self.pid, signum) and signum != signal.SIGKILL:
+                return  # the launcher exits with its ranks (see RunHandle.cancel)
             try:
                 os.killpg(self.pid, signum)
             except ProcessLookupError:
@@ -177,8 +200,9 @@ def start_run(workspace: Workspace, config: TrainConfig, model_arg: str | None =
     """Snapshot the store into a new run folder and start training it in a child process.
 
     Raises ChattuneError when another run holds the workspace, the name is taken, the model is
-    missing, or the store has no examples for the method."""
+    missing, --multi-gpu asks for more GPUs than are visible, or the store has no examples for the method."""
     config.validate()
+    _check_gpus(config)
     spec = resolve_model(model_arg)
     name = check_name(name, "run name") if name else _fresh_name(workspace, config.method)
     run_dir = workspace.run_dir(name)
@@ -217,6 +241,7 @@ def resume_run(workspace: Workspace, name: str) -> RunHandle:
     info = load_run(run_dir)
     if info.status == "done":
         raise ChattuneError(f"run {name!r} already finished", "start a new run instead")
+    _check_gpus(TrainConfig.from_dict(read_run_config(run_dir)["config"]))
     with lock.acquire(workspace.runs_dir, name) as held:
         return _spawn(run_dir, held, resume=True)
 
@@ -231,14 +256,20 @@ def child_command(run_dir: Path, *, resume: bool = False, num_gpus: int = 1) -> 
             "--num_processes", str(num_gpus), "--mixed_precision", "no", "--dynamo_backend", "no", *tail]
 
 
+def _check_gpus(config: TrainConfig) -> None:
+    if config.num_gpus > 1:
+        check_gpu_count(config.num_gpus, config.device, visible_gpu_count())
+
+
 def _spawn(run_dir: Path, held: lock.TrainLock, *, resume: bool) -> RunHandle:
     config = TrainConfig.from_dict(read_run_config(run_dir)["config"])
     with open(run_dir / LOG_FILE, "ab") as log:
         log.write(f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+    env = {lock.FD_ENV: str(held.fileno()), **child_gpu_env(config.device, config.num_gpus)}
     process = spawn_child(child_command(run_dir, resume=resume, num_gpus=config.num_gpus), run_dir / LOG_FILE,
-                          env={lock.FD_ENV: str(held.fileno())}, pass_fds=(held.fileno(),))
+                          env=env, pass_fds=(held.fileno(),))
     lock.set_holder(held, run_dir.name, process.pid)
-    return RunHandle(run_dir.name, run_dir, process)
+    return RunHandle(run_dir.name, run_dir, process, multi_process=config.num_gpus > 1)
 
 
 def _snapshot(workspace: Workspace, run_dir: Path):

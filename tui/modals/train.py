@@ -10,6 +10,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Select, Static
 
+from engine.doctor import training_line
 from engine.errors import ChattuneError
 from engine.train.config import METHODS, PRESETS, TrainConfig
 from engine.train.plan import Plan, guess_device, plan_run
@@ -115,6 +116,7 @@ class TrainModal(ModalScreen[TrainConfig | None]):
             resolved = self.plan.config
             text.append(f"\nLoRA r {resolved.lora_r} / alpha {resolved.lora_alpha}, learning rate "
                         f"{resolved.learning_rate:.2g}, base {self.plan.base_name}", style="dim")
+            text.append(f"\n{training_line(quantization=resolved.quantization)}", style="dim")  # as `chattune doctor`
             for warning in self.plan.warnings:
                 text.append(f"\n⚠ {warning}", style="yellow")
             plan_view.update(text)
