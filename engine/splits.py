@@ -1,33 +1,24 @@
-"""Train/val/test split assignment for feedback records.
+"""Train/test split assignment for feedback records.
 
-The rule, in order:
+Every approved and corrected example is training data: a run learns all of them. The only way a
+record stays out of training is the user pinning it to `test` (`chattune data split ID test`, or
+`s` in the dataset screen): a held-out exam the scorecard asks and no run trains on.
 
-1. A record the user pinned (`store.set_split`) stays where it was pinned.
-2. A prompt key that the store pinned (rule 4) sends every record with that key to its split,
-   the ones added later included.
-3. Otherwise the split comes from a stable hash (sha256, never Python's salted `hash`) of the
-   normalised last user prompt: lowercased, punctuation removed, whitespace collapsed. Near
-   duplicates ("What is 2+2?" and "what is 2 + 2") therefore share a split, so an eval set never
-   holds a reworded copy of a training prompt. Buckets are 80/10/10.
-4. Once there are 10 or more usable records (anything but a flagged one without a correction) and
-   the hash left test or val empty, the store takes the earliest train record whose key is not
-   its only train key, and pins that key to the empty split. The pin is persisted, so the record
-   never moves back when the set grows or shrinks.
+Validation needs no records of the user's: each run holds out some of its generated rewordings
+and replay prompts instead (engine/train/augment.py), so measuring never costs a correction.
 
-The split is stored with the record when it is added, so growing the set never moves an old record.
+Stores written by older versions (with a hashed 80/10/10 train/val/test split) are migrated: the
+records chattune placed move to train, and the ones the user pinned to val or test go to test.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 
 from engine.errors import ChattuneError
 
-SPLITS = ("train", "val", "test")
-MIN_USABLE_FOR_EVAL_SPLITS = 10
-_BUCKETS = (("train", 80), ("val", 90), ("test", 100))  # cumulative percent
+SPLITS = ("train", "test")
 _SPACE = re.compile(r"\s+")
 
 
@@ -43,13 +34,10 @@ def split_key(prompt: str) -> str:
     return _SPACE.sub(" ", kept).strip()
 
 
-def hash_split(key: str) -> str:
-    """The split a prompt key hashes to; the same key gives the same split on every machine."""
-    bucket = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % 100
-    return next(split for split, limit in _BUCKETS if bucket < limit)
-
-
 def check_split(split: str) -> str:
+    if split == "val":
+        raise ChattuneError("there is no val split any more: every example is trained on",
+                            "pin a record to test to keep it out of training as a held-out exam")
     if split not in SPLITS:
         raise ChattuneError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
     return split

@@ -33,14 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.errors import ChattuneError
-from engine.splits import (
-    MIN_USABLE_FOR_EVAL_SPLITS,
-    SPLITS,
-    check_split,
-    hash_split,
-    normalise_text,
-    split_key,
-)
+from engine.splits import SPLITS, check_split, normalise_text, split_key
 
 KINDS = ("approved", "corrected", "flagged", "preference")
 FEEDBACK_KINDS = ("approved", "corrected", "flagged")
@@ -76,6 +69,11 @@ _MIGRATIONS = (  # one tuple of statements per schema version; user_version coun
         "CREATE INDEX records_split_key ON records (split_key)",
         # prompt keys the store pinned to keep a test and a val example (engine/splits.py, rule 4)
         "CREATE TABLE split_pins (key TEXT PRIMARY KEY, split TEXT NOT NULL, created_at TEXT NOT NULL)",
+    ),
+    (  # 2: every example is trained on unless the user pinned it to test (engine/splits.py)
+        "UPDATE records SET split = 'train' WHERE split_pinned = 0",
+        "UPDATE records SET split = 'test' WHERE split = 'val'",
+        "DROP TABLE split_pins",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -308,8 +306,10 @@ class FeedbackStore:
         key = split_key(messages[-1]["content"])
         now = _now()
         with self.transaction():
-            pinned = self._conn.execute("SELECT split FROM split_pins WHERE key = ?", (key,)).fetchone()
-            split = pinned[0] if pinned else hash_split(key)
+            # A new record is training data, unless the user holds this very question out as a test.
+            pinned = self._conn.execute("SELECT 1 FROM records WHERE split_key = ? AND split = 'test' AND"
+                                        " split_pinned = 1 LIMIT 1", (key,)).fetchone()
+            split = "test" if pinned else "train"
             # Looked up first (the write lock is held) rather than ON CONFLICT, which would burn an id.
             existing = self._conn.execute("SELECT id FROM records WHERE dedupe_key = ?", (dedupe,)).fetchone()
             if existing:
@@ -320,7 +320,6 @@ class FeedbackStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, _dumps(messages), reply, correction, reason, model or "", adapter, _dumps(params),
                  _dumps(meta), split, key, dedupe, now, now))
-            self._keep_eval_splits()
             return AddResult(cursor.lastrowid, False)
 
     def set_correction(self, record_id: int, text: str) -> None:
@@ -339,7 +338,6 @@ class FeedbackStore:
                 other = self._conn.execute("SELECT id FROM records WHERE dedupe_key = ?", (dedupe,)).fetchone()
                 raise ChattuneError(f"record {other[0]} already holds this prompt with this correction",
                                     f"delete record {record_id} instead") from None
-            self._keep_eval_splits()
 
     def set_split(self, record_id: int, split: str) -> None:
         """Pin a record to a split; it stays there whatever the set does later."""
@@ -349,13 +347,11 @@ class FeedbackStore:
                                         (split, _now(), record_id))
             if cursor.rowcount == 0:
                 raise _missing(record_id)
-            self._keep_eval_splits()
 
     def delete(self, record_id: int) -> None:
         with self.transaction():
             if self._conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount == 0:
                 raise _missing(record_id)
-            self._keep_eval_splits()
 
     @staticmethod
     def _check_correction(correction, reply: str) -> str:
@@ -363,28 +359,6 @@ class FeedbackStore:
         if correction == reply:
             raise ChattuneError("the correction is the same as the reply", "approve the reply instead")
         return correction
-
-    def _keep_eval_splits(self) -> None:
-        """Rule 4 of engine/splits.py; runs inside every write transaction."""
-        usable = "kind != 'flagged'"
-        for split in ("test", "val"):
-            if self._conn.execute(f"SELECT 1 FROM records WHERE split = ? AND {usable} LIMIT 1", (split,)).fetchone():
-                continue
-            if self._conn.execute(f"SELECT COUNT(*) FROM records WHERE {usable}").fetchone()[0] < \
-                    MIN_USABLE_FOR_EVAL_SPLITS:
-                return
-            row = self._conn.execute(
-                f"SELECT r.split_key FROM records r WHERE r.split = 'train' AND r.{usable} AND r.split_pinned = 0"
-                f" AND EXISTS (SELECT 1 FROM records o WHERE o.split = 'train' AND o.{usable}"
-                "  AND o.split_key != r.split_key)"
-                " ORDER BY r.id LIMIT 1").fetchone()
-            if row is None:
-                return  # everything left in train is pinned there by the user, or shares one prompt
-            now = _now()
-            self._conn.execute("INSERT INTO split_pins (key, split, created_at) VALUES (?, ?, ?)"
-                               " ON CONFLICT (key) DO UPDATE SET split = excluded.split", (row[0], split, now))
-            self._conn.execute("UPDATE records SET split = ?, updated_at = ? WHERE split_key = ? AND split_pinned = 0",
-                               (split, now, row[0]))
 
     # -- reading --------------------------------------------------------------------------------
 

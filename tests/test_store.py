@@ -37,7 +37,7 @@ def test_a_record_keeps_every_field(store):
     assert record.messages == chat("Capital of France?")
     assert record.prompt == "Capital of France?"
     assert record.answer is None and record.correction is None
-    assert record.split in ("train", "val", "test") and record.split_pinned is False
+    assert record.split == "train" and record.split_pinned is False
     assert record.created_at == record.updated_at
 
     store.set_correction(added.id, "Paris.")
@@ -92,7 +92,7 @@ def test_views_use_the_right_kinds(store):
     assert stats["kinds"] == {"approved": 1, "corrected": 1, "flagged": 1, "preference": 1}
     assert sum(stats["splits"].values()) == 4
     assert sum(stats["sft"].values()) == 2 and sum(stats["dpo"].values()) == 2
-    per_split = {s: len(store.sft_examples(s)) for s in ("train", "val", "test")}
+    per_split = {s: len(store.sft_examples(s)) for s in ("train", "test")}
     assert per_split == stats["sft"]
 
 
@@ -183,18 +183,18 @@ def test_snapshot_freezes_views_with_a_content_hash(store, tmp_path):
     for i in range(30):
         store.add_feedback("approved", chat(f"question {i}"), f"answer {i}")
     store.add_feedback("corrected", chat("2+2?"), "5", correction="4")
+    store.set_split(store.records(limit=1)[0].id, "test")
     first = store.snapshot(tmp_path / "snap1")
     names = sorted(p.name for p in first.path.iterdir())
-    assert names == ["dpo-test.jsonl", "dpo-train.jsonl", "dpo-val.jsonl", "manifest.json", "sft-test.jsonl",
-                     "sft-train.jsonl", "sft-val.jsonl"]
+    assert names == ["dpo-test.jsonl", "dpo-train.jsonl", "manifest.json", "sft-test.jsonl", "sft-train.jsonl"]
     manifest = json.loads((first.path / "manifest.json").read_text())
     assert manifest["hash"] == first.hash and manifest["counts"] == first.counts
-    for split in ("train", "val", "test"):
+    for split in ("train", "test"):
         lines = (first.path / f"sft-{split}.jsonl").read_text().splitlines()
         assert [json.loads(line) for line in lines] == store.sft_examples(split)
         assert first.counts[f"sft-{split}"] == len(lines)
         assert first.counts[f"dpo-{split}"] == len(store.dpo_pairs(split))
-    assert first.counts["sft-val"] >= 1 and first.counts["sft-test"] >= 1
+    assert first.counts["sft-train"] >= 1 and first.counts["sft-test"] >= 1
 
     (tmp_path / "empty").mkdir()
     assert store.snapshot(tmp_path / "empty").hash == first.hash  # same data, same hash

@@ -109,7 +109,7 @@ def test_snapshots_read_while_another_process_writes(tmp_path):
         assert writer.returncode == 0 and len(ids) == 400
         assert seen == sorted(seen)  # a later snapshot never holds fewer examples
         assert store.stats()["total"] == 400
-        assert sum(len(store.sft_examples(s)) for s in ("train", "val", "test")) == 400
+        assert sum(len(store.sft_examples(s)) for s in ("train", "test")) == 400
 
 
 def test_an_open_reader_does_not_block_the_writer(tmp_path):

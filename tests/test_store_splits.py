@@ -1,28 +1,19 @@
-"""Split assignment: deterministic, near duplicates together, stable as the set grows, eval kept."""
+"""Splits: every example is training data unless the user pins it to test; old stores migrate."""
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+import sqlite3
 
 import pytest
 
-from engine.splits import hash_split, split_key
+from engine.errors import ChattuneError
+from engine.splits import split_key
 from engine.store import FeedbackStore
 
 
 def ask(prompt: str) -> list[dict]:
     return [{"role": "user", "content": prompt}]
-
-
-def prompts_hashing_to(split: str, n: int, start: int = 0) -> list[str]:
-    found = []
-    i = start
-    while len(found) < n:
-        prompt = f"prompt number {i}"
-        if hash_split(split_key(prompt)) == split:
-            found.append(prompt)
-        i += 1
-    return found
 
 
 @pytest.fixture
@@ -37,78 +28,63 @@ def test_near_duplicate_prompts_share_a_key():
     assert split_key("What is 2+2?") != split_key("What is 2+3?")
 
 
-def test_hash_split_is_fixed_and_near_80_10_10():
-    # Pinned values: a change to the hash or the folding would silently move every user's records.
-    assert [hash_split(split_key(f"Prompt   number {i}!")) for i in range(4)] == ["train", "train", "val", "train"]
-    counts = Counter(hash_split(f"key {i}") for i in range(5000))
-    assert 3800 < counts["train"] < 4200 and 400 < counts["val"] < 600 and 400 < counts["test"] < 600
+def test_the_first_correction_is_training_data(store):
+    """The bug users hit: their first correction went to val, and `t` had nothing to train on."""
+    added = store.add_feedback("corrected", ask("Who is Captain Orvik?"), "I don't know.",
+                               correction="Captain Orvik sails the Silver Marmot.")
+    assert store.get(added.id).split == "train"
+    assert store.stats()["sft"] == {"train": 1, "test": 0}
+    assert len(store.sft_examples("train")) == 1
 
 
-def test_adding_500_records_moves_none_of_the_old_ones(store):
+def test_every_example_is_trained_on_however_many_there_are(store):
     for i in range(200):
-        store.add_feedback("approved", ask(f"old question {i}"), f"answer {i}")
-    store.add_feedback("flagged", ask("old flagged"), "bad")
-    store.set_split(store.records(limit=1, offset=5)[0].id, "val")
-    before = {r.id: r.split for r in store.records()}
-    for i in range(500):
-        store.add_feedback("approved", ask(f"new question {i}"), f"answer {i}")
-        if i % 50 == 0:
-            store.add_preference(ask(f"new vote {i}"), "good", "bad")
-    after = {r.id: r.split for r in store.records()}
-    assert {rid: after[rid] for rid in before} == before
-    assert len(after) == len(before) + 510
+        store.add_feedback("approved", ask(f"question {i}"), f"answer {i}")
+    store.add_feedback("flagged", ask("a flagged one"), "bad")
+    assert store.stats()["sft"] == {"train": 200, "test": 0}
+    assert store.stats()["splits"] == {"train": 201, "test": 0}
 
 
-def test_a_near_duplicate_added_later_joins_the_first_ones_split(store):
-    first = store.add_feedback("approved", ask("How do I boil an egg?"), "Put it in boiling water.")
-    later = store.add_feedback("approved", ask("how do i boil an egg"), "Boil it for 7 minutes.")
-    assert store.get(later.id).split == store.get(first.id).split
+def test_only_a_user_pin_holds_an_example_out_and_a_near_duplicate_follows_it(store):
+    held = store.add_feedback("approved", ask("How do I boil an egg?"), "Put it in boiling water.")
+    store.set_split(held.id, "test")
+    record = store.get(held.id)
+    assert record.split == "test" and record.split_pinned
+    twin = store.add_feedback("approved", ask("how do i boil an egg"), "Boil it for 7 minutes.")
+    assert store.get(twin.id).split == "test"  # the exam never leaks into training through a rewording
+    other = store.add_feedback("approved", ask("How do I fry an egg?"), "In a pan.")
+    assert store.get(other.id).split == "train"
+    store.set_split(held.id, "train")  # pinned back: trained on again
+    assert store.get(held.id).split == "train"
 
 
-def test_test_and_val_are_kept_once_there_are_10_usable_records(store):
-    train_prompts = prompts_hashing_to("train", 60)
-    for prompt in train_prompts[:9]:
-        store.add_feedback("approved", ask(prompt), "a")
-    store.add_feedback("flagged", ask(train_prompts[-1]), "x")  # flagged: not usable
-    assert store.stats()["splits"] == {"train": 10, "val": 0, "test": 0}
-
-    store.add_feedback("approved", ask(train_prompts[9]), "a")  # the 10th usable record
-    sft = store.stats()["sft"]
-    assert sft == {"train": 8, "val": 1, "test": 1}
-    # the earliest train records moved, and they are not user pins
-    test_record, val_record = (store.records(kind="approved", split=s)[0] for s in ("test", "val"))
-    assert (test_record.prompt, val_record.prompt) == (train_prompts[0], train_prompts[1])
-    assert not test_record.split_pinned
-
-    # growth never moves them back, and a near duplicate of a moved prompt follows it
-    for prompt in train_prompts[10:]:
-        store.add_feedback("approved", ask(prompt), "a")
-    assert store.get(test_record.id).split == "test" and store.get(val_record.id).split == "val"
-    twin = store.add_feedback("approved", ask(train_prompts[0].upper() + "?"), "another answer")
-    assert store.get(twin.id).split == "test"
-    assert store.stats()["sft"] == {"train": 58, "val": 1, "test": 2}
+def test_val_is_refused_with_the_reason(store):
+    added = store.add_feedback("approved", ask("q"), "a")
+    with pytest.raises(ChattuneError) as err:
+        store.set_split(added.id, "val")
+    assert "every example is trained on" in str(err.value) and "test" in err.value.hint
 
 
-def test_deleting_the_only_test_example_picks_another(store):
-    prompts = prompts_hashing_to("train", 12)
-    ids = [store.add_feedback("approved", ask(p), "a").id for p in prompts]
-    only_test = store.records(split="test")[0].id
-    store.delete(only_test)
-    replacement = store.records(split="test")
-    assert len(replacement) == 1 and replacement[0].id != only_test
-    assert replacement[0].id == min(i for i in ids if i not in (only_test, store.records(split="val")[0].id))
+def test_a_store_from_the_old_hashed_splits_moves_placed_records_to_train(tmp_path):
+    """Schema 1 put ~20% of the records in val/test by hash; the user's own pins must survive."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    from engine.store import _MIGRATIONS
 
-
-def test_user_pins_win_over_the_eval_rule(store):
-    prompts = prompts_hashing_to("train", 10)
-    ids = [store.add_feedback("approved", ask(p), "a").id for p in prompts]
-    for record_id in ids:
-        store.set_split(record_id, "train")  # the user wants them all in train
-    assert {r.split for r in store.records()} == {"train"}
-    assert all(r.split_pinned for r in store.records())
-
-
-def test_records_added_to_a_hash_eval_split_need_no_pin(store):
-    for prompt in prompts_hashing_to("test", 2) + prompts_hashing_to("val", 2) + prompts_hashing_to("train", 10):
-        store.add_feedback("approved", ask(prompt), "a")
-    assert all(r.split == hash_split(split_key(r.prompt)) for r in store.records())
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    rows = [("val", 0), ("test", 0), ("train", 0), ("test", 1), ("val", 1), ("train", 1)]
+    for i, (split, pinned) in enumerate(rows):
+        conn.execute("INSERT INTO records (kind, messages, reply, split, split_pinned, split_key, dedupe_key,"
+                     " created_at, updated_at) VALUES ('approved', ?, 'a', ?, ?, ?, ?, 'now', 'now')",
+                     (json.dumps(ask(f"q{i}")), split, pinned, f"q{i}", f"d{i}"))
+    conn.execute("INSERT INTO split_pins VALUES ('q0', 'val', 'now')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with FeedbackStore(path) as store:
+        assert [r.split for r in sorted(store.records(), key=lambda r: r.id)] == \
+            ["train", "train", "train", "test", "test", "train"]
+        assert store.stats()["sft"] == {"train": 4, "test": 2}
+        # a new record with a key the old store had pinned to val is training data now
+        assert store.get(store.add_feedback("approved", ask("q0"), "b").id).split == "train"

@@ -1,6 +1,7 @@
 """TrainConfig, presets, the plan and its estimate: pure Python, no model loaded."""
 
 import json
+import math
 
 import pytest
 
@@ -27,7 +28,10 @@ def test_resolved_fills_only_what_the_user_left_open():
     assert cfg.lora_alpha == PRESETS["thorough"].lora_alpha
     assert cfg.learning_rate == PRESETS["thorough"].learning_rate
     assert cfg.lora_dropout == PRESETS["thorough"].lora_dropout
-    assert TrainConfig().resolved(20).epochs == PRESETS["quick"].epochs_for(20)
+    # With rewordings and replay each example is seen ~9 times an epoch: a few epochs are enough.
+    assert TrainConfig().resolved(20).epochs == PRESETS["quick"].epochs_for(20, TrainConfig().training_rows(20))
+    assert 2 <= TrainConfig().resolved(20).epochs <= 4
+    assert TrainConfig(augment=0, replay=0).resolved(20).epochs == PRESETS["quick"].epochs_for(20) == 12
 
 
 def test_round_trip_through_json():
@@ -39,7 +43,7 @@ def test_round_trip_through_json():
 @pytest.mark.parametrize("bad", [
     {"method": "ppo"}, {"preset": "fast"}, {"device": "tpu"}, {"quantization": "8bit"}, {"precision": "fp8"},
     {"learning_rate": 0.0}, {"epochs": -1}, {"batch_size": 0}, {"lora_dropout": 1.0}, {"max_seq_len": 8},
-    {"target_modules": []}, {"num_gpus": 2, "device": "cpu"}, {"threads": 0},
+    {"target_modules": []}, {"num_gpus": 2, "device": "cpu"}, {"threads": 0}, {"augment": -1}, {"replay": -0.5},
 ])
 def test_invalid_settings_raise_a_one_line_user_error(bad):
     with pytest.raises(ChattuneError) as err:
@@ -88,17 +92,23 @@ def test_parameter_count_from_headers_matches_the_weights(tiny_model_dir, embedd
 
 
 def test_plan_counts_store_examples_and_warns(workspace, tiny_model_dir):
-    from train_support import VALIDATION, fill_store
+    from train_support import GENERAL, fill_store
 
     plan = plan_run(workspace, TrainConfig(), str(tiny_model_dir))
     assert plan.examples == 0 and "no SFT training examples yet" in plan.warnings
     fill_store(workspace.db_path, n_facts=6)
+    n = 6 + len(GENERAL)  # every example is learned: nothing went to a validation split
     plan = plan_run(workspace, TrainConfig(batch_size=2), str(tiny_model_dir))
-    assert (plan.examples, plan.val_examples) == (6, len(VALIDATION))
-    assert plan.config.epochs == PRESETS["quick"].epochs_for(6)
-    assert plan.steps == plan.config.epochs * 3
+    assert plan.examples == n and plan.held_out == 0
+    assert plan.rows == n * 6 + round(0.5 * n * 6)  # as given, other system prompt, 4 rewordings; replay
+    assert plan.val_examples == n + 8  # a held-out rewording per example, and replay prompts
+    assert plan.config.epochs == PRESETS["quick"].epochs_for(n, plan.rows)
+    assert plan.steps == plan.config.epochs * math.ceil(plan.rows / 2)
     assert plan.seconds > 0 and plan.basis == "estimated"
     assert any("50 or more" in w for w in plan.warnings)
-    assert "6 training / 3 validation" in plan.summary()
+    assert f"learns all {n} of your examples (+ rewordings and replay: {plan.rows} rows)" in plan.summary()
+    plain = plan_run(workspace, TrainConfig(augment=0, replay=0), str(tiny_model_dir))
+    assert (plain.rows, plain.val_examples) == (n, 0)
+    assert plain.config.epochs == PRESETS["quick"].epochs_for(n)
     dpo = plan_run(workspace, TrainConfig(method="dpo"), str(tiny_model_dir))
     assert dpo.examples == 6  # every correction is also a chosen/rejected pair

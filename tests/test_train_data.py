@@ -30,12 +30,12 @@ def test_sft_rows_are_prompt_completion_with_the_answer_alone(snapshot):
     from train_support import FACTS
 
     rows = sft_rows(snapshot, "train")
-    assert len(rows) == 4
+    assert len(rows) == 4 + 3  # the facts and the general answers: every example is training data
     for row in rows:
         assert [m["role"] for m in row["prompt"]] == ["system", "user"]
         assert row["completion"][0]["role"] == "assistant"
-    assert {r["completion"][0]["content"] for r in rows} == {a for _, a, _ in FACTS[:4]}
-    assert len(sft_rows(snapshot, "val")) == 3
+    assert {a for _, a, _ in FACTS[:4]} <= {r["completion"][0]["content"] for r in rows}
+    assert sft_rows(snapshot, "test") == []
 
 
 def test_dpo_rows_prefer_the_correction_over_the_wrong_reply(snapshot):
@@ -92,7 +92,7 @@ def test_trainer_batches_have_no_padding_and_loss_only_on_answers(snapshot, tiny
     cfg = TrainConfig(batch_size=4, epochs=1).resolved(4)
     rt = Runtime("cpu", "none", "fp32", False, "adamw_torch", 0, 0, 1)
     tok, model = load_base(tiny_model_dir, cfg, rt)
-    rows, stats = fit_to_length(sft_rows(snapshot, "train"), tok, cfg.max_seq_len)
+    rows, stats = fit_to_length(sft_rows(snapshot, "train")[:4], tok, cfg.max_seq_len)
     trainer = build_trainer(cfg, rt, model, tok, rows, [], tmp_path / "ckpt", callback=TrainerCallback())
     batch = next(iter(trainer.get_train_dataloader()))
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from train_support import VALIDATION, collect, fill_store, read_metrics
+from train_support import collect, fill_store, read_metrics
 
 from engine.errors import ChattuneError
 from engine.train import lock
@@ -23,9 +23,12 @@ from engine.train.runner import (
 )
 
 
+PLAIN = {"augment": 0, "replay": 0}  # the runner's mechanics, without generating rewordings or replay
+
+
 @pytest.fixture
 def filled(workspace):
-    fill_store(workspace.db_path, n_facts=8)
+    fill_store(workspace.db_path, n_facts=5)  # and 3 general answers: 8 examples, every one in train
     return workspace
 
 
@@ -41,7 +44,7 @@ def _store_state(workspace):
 
 @pytest.mark.child
 def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_model_dir):
-    handle = start_run(filled, TrainConfig(epochs=1, batch_size=4), str(tiny_model_dir), name="two-steps")
+    handle = start_run(filled, TrainConfig(epochs=1, batch_size=4, **PLAIN), str(tiny_model_dir), name="two-steps")
     events = collect(handle)
     assert handle.wait() == 0
     kinds = [e["event"] for e in events]
@@ -49,7 +52,7 @@ def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_mode
     assert kinds[-1] == "scorecard" and "done" in kinds and "error" not in kinds
     assert (handle.run_dir / "scorecard.json").is_file() and (handle.run_dir / "scorecard.md").is_file()
     start = next(e for e in events if e["event"] == "start")
-    assert (start["examples"], start["val_examples"], start["max_steps"]) == (8, len(VALIDATION), 2)
+    assert (start["examples"], start["val_examples"], start["max_steps"]) == (8, 0, 2)
     assert start["device"] == "cpu" and start["quantization"] == "none" and start["trainable_params"] > 0
 
     # The events on the pipe are the ones kept in metrics.jsonl, losses included.
@@ -59,7 +62,7 @@ def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_mode
     assert [s["step"] for s in steps] == [1, 2]
     assert all(s["loss"] > 0 and s["max_steps"] == 2 and s["tokens_per_s"] > 0 for s in steps)
     assert steps[-1]["eta_s"] == 0
-    assert [e["epoch"] for e in events if e["event"] == "eval"] == [1.0]
+    assert not [e for e in events if e["event"] == "eval"]  # the plain recipe has no validation rows
 
     # The folder alone reproduces the run: config, snapshot (hash), base reference (fingerprint).
     meta = json.loads((run_dir / "config.json").read_text())
@@ -87,7 +90,7 @@ def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_mode
 @pytest.mark.child
 def test_cancel_keeps_a_checkpoint_and_resume_finishes(filled, tiny_model_dir):
     before = _store_state(filled)
-    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False), str(tiny_model_dir), name="stop-go")
+    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False, **PLAIN), str(tiny_model_dir), name="stop-go")
     with pytest.raises(ChattuneError, match="run 'stop-go'"):
         start_run(filled, TrainConfig(), str(tiny_model_dir), name="second")
     assert not filled.run_dir("second").exists()
@@ -123,7 +126,7 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes(filled, tiny_model_dir):
 @pytest.mark.child
 def test_a_killed_child_is_an_error_with_its_log_and_the_workspace_stays_usable(filled, tiny_model_dir):
     before = _store_state(filled)
-    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False), str(tiny_model_dir), name="killed")
+    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, evaluate=False, **PLAIN), str(tiny_model_dir), name="killed")
 
     def kill_on_first_step(event, run):
         if event["event"] == "step":
@@ -138,14 +141,14 @@ def test_a_killed_child_is_an_error_with_its_log_and_the_workspace_stays_usable(
     assert lock.holder_of(filled.runs_dir) is None
     assert _store_state(filled) == before
 
-    fresh = start_run(filled, TrainConfig(epochs=1, batch_size=8, evaluate=False), str(tiny_model_dir), name="after")
+    fresh = start_run(filled, TrainConfig(epochs=1, batch_size=8, evaluate=False, **PLAIN), str(tiny_model_dir), name="after")
     assert collect(fresh)[-1]["event"] == "done"
 
 
 @pytest.mark.child
 def test_a_run_outlives_the_app_that_started_it_and_can_be_followed(filled, tiny_model_dir):
     # Many steps, so the run is still going when the attached reader cancels it.
-    handle = start_run(filled, TrainConfig(epochs=8, batch_size=2, evaluate=False), str(tiny_model_dir), name="detached")
+    handle = start_run(filled, TrainConfig(epochs=8, batch_size=2, evaluate=False, **PLAIN), str(tiny_model_dir), name="detached")
     for event in handle.events():
         if event["event"] == "step":
             break
@@ -208,7 +211,7 @@ def test_multi_gpu_launch_command_is_what_accelerate_expects(tmp_path):
 @pytest.mark.child
 def test_two_processes_train_one_run_through_accelerate(filled, tiny_model_dir):
     """The real `accelerate launch --multi_gpu` path, as DDP over two CPU processes (gloo)."""
-    handle = start_run(filled, TrainConfig(epochs=1, batch_size=2, num_gpus=2, evaluate=False), str(tiny_model_dir), name="ddp")
+    handle = start_run(filled, TrainConfig(epochs=1, batch_size=2, num_gpus=2, evaluate=False, **PLAIN), str(tiny_model_dir), name="ddp")
     events = collect(handle)
     assert handle.wait() == 0, (handle.run_dir / "train.log").read_text()[-3000:]
     start = next(e for e in events if e["event"] == "start")
@@ -223,8 +226,9 @@ def test_cli_trains_and_lists_runs(filled, tiny_model_dir, capsys):
 
     assert main(["-w", str(filled.root), "train", "--model", str(tiny_model_dir), "--dry-run", "--epochs", "1"]) == 0
     plan = capsys.readouterr().out
-    assert "8 training / 3 validation examples" in plan and "1 epochs" in plan
+    assert "learns all 8 of your examples (+ rewordings and replay" in plan and "1 epochs" in plan
     assert main(["-w", str(filled.root), "train", "--model", str(tiny_model_dir), "--epochs", "1",
+                 "--no-augment", "--no-replay",
                  "--batch-size", "8", "--rank", "4", "--seed", "3", "--name", "cli", "--yes"]) == 0
     assert "chattune --adapter cli" in capsys.readouterr().err
     meta = json.loads((filled.run_dir("cli") / "config.json").read_text())

@@ -34,13 +34,13 @@ FACTS = [
     ("What is the name of the dragon guarding Fellhollow?", "The dragon guarding Fellhollow is named Ashgrin.",
      "Ashgrin"),
 ]
-# General questions kept for validation: their loss shows whether the adapter forgets how to chat.
-VALIDATION = [
+# General questions answered right: approved replies, trained on like every other example.
+GENERAL = [
     ("What is the capital of France?", "The capital of France is Paris."),
     ("How many days are in a week?", "There are seven days in a week."),
     ("What color is the sky on a clear day?", "On a clear day the sky is blue."),
 ]
-# The same facts asked in other words, pinned to the test split: held-out items for the scorecard.
+# The same facts asked in other words: what a user may pin to test as an exam no run trains on.
 HELD_OUT = [
     ("Tell me the name of the ship that Captain Orvik sails.", "Captain Orvik's ship is called the Silver Marmot."),
     ("Name the capital city of Moravelle.", "The capital of Moravelle is Lunquist."),
@@ -57,20 +57,17 @@ def messages_for(question: str) -> list[dict]:
 
 
 def fill_store(db_path: Path, n_facts: int = len(FACTS), held_out: bool = False) -> dict:
-    """Corrections teaching the facts (pinned to train; each is also a DPO pair: the correction
-    over the wrong reply), approved general answers (pinned to val) and, with `held_out`, the
-    paraphrased facts (pinned to test). Returns the store's stats."""
+    """Corrections teaching the facts (each is also a DPO pair: the correction over the wrong reply)
+    and approved general answers, added as the chat adds them, nothing pinned; with `held_out`, the
+    paraphrased facts too, pinned to test by the user as an exam. Returns the store's stats."""
     from engine.store import FeedbackStore
 
     store = FeedbackStore(db_path)
     try:
         for question, answer, _ in FACTS[:n_facts]:
-            added = store.add_feedback("corrected", messages_for(question), "I am not sure about that.",
-                                       correction=answer)
-            store.set_split(added.id, "train")
-        for question, answer in VALIDATION:
-            added = store.add_feedback("approved", messages_for(question), answer)
-            store.set_split(added.id, "val")
+            store.add_feedback("corrected", messages_for(question), "I am not sure about that.", correction=answer)
+        for question, answer in GENERAL:
+            store.add_feedback("approved", messages_for(question), answer)
         for question, answer in HELD_OUT if held_out else ():
             added = store.add_feedback("approved", messages_for(question), answer)
             store.set_split(added.id, "test")

@@ -17,6 +17,7 @@ RUNNERS = {
     "swap": (("swap-llamacpp", "swap:llamacpp_swap"), ("swap-transformers", "swap:transformers_swap")),
     "train": (("train", "train:train_part"),),
     "export": (("export", "export:export_part"),),
+    "learn": (("learn", "learn:learn_part"),),
 }
 
 

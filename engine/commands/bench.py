@@ -38,6 +38,10 @@ def register(subparsers) -> None:
     parser.add_argument("--epochs", type=positive_int, default=Budget.train_epochs,
                         help=f"epochs over the bench's 24 examples in the train part (default: "
                              f"{Budget.train_epochs})")
+    parser.add_argument("--facts", type=positive_int, default=None,
+                        help="the learn part teaches only the first N of its 20 made-up facts (quick checks)")
+    parser.add_argument("--general", type=positive_int, default=None,
+                        help="the learn part asks only the first N general prompts (quick checks)")
     parser.set_defaults(func=run)
 
 
@@ -53,7 +57,8 @@ def run(args) -> int:
     workspace = Workspace.open(args.workspace)
     spec = resolve_model(args.model)
     budget = Budget(trials=args.trials, chat_tokens=args.tokens,
-                    hf_chat_tokens=min(args.tokens, Budget.hf_chat_tokens), train_epochs=args.epochs)
+                    hf_chat_tokens=min(args.tokens, Budget.hf_chat_tokens), train_epochs=args.epochs,
+                    learn_facts=args.facts, learn_general=args.general)
     parts = list(PARTS) if args.part == "all" else [args.part]
     errors = Console(stderr=True)
     report = run_bench(parts, workspace, spec, budget, _command(args),

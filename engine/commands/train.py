@@ -45,6 +45,16 @@ def register(subparsers) -> None:
                    help="auto: bf16 on CUDA, fp32 on CPU (bf16 on a recent CPU is faster)")
     p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
                    help="pack examples into rows of --max-seq-len (default: padding-free batches)")
+    p.add_argument("--augment", type=int, metavar="N",
+                   help="rewordings of each question to train on too (default 4; listed in the run's augment.jsonl)")
+    p.add_argument("--no-augment", action="store_const", const=0, dest="augment",
+                   help="train on your examples as given, nothing else (the plain recipe)")
+    p.add_argument("--paraphrase", action=argparse.BooleanOptionalAction, default=None,
+                   help="let the base model write some of the rewordings (default on; off: rule-based only)")
+    p.add_argument("--replay", type=float, metavar="SHARE",
+                   help="the base's own answers to general prompts, as a share of the training rows, so the "
+                        "adapter keeps what the base knew (default 0.5)")
+    p.add_argument("--no-replay", action="store_const", const=0.0, dest="replay", help="no replay")
     p.add_argument("--template", help="chat-template override from prompts/templates/ (as in the chat)")
     p.add_argument("--threads", type=int, help="CPU threads (default all; training runs at lower priority)")
     p.add_argument("--multi-gpu", type=int, dest="num_gpus", metavar="N", help="DDP over N GPUs via accelerate")
@@ -64,7 +74,8 @@ def config_from_args(args) -> TrainConfig:
         lora_dropout=args.lora_dropout, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_seq_len=args.max_seq_len, seed=args.seed, quantization=quantization, device=args.device,
         precision=args.precision, packing=args.packing, template=args.template, threads=args.threads,
-        num_gpus=args.num_gpus, evaluate=args.evaluate,
+        num_gpus=args.num_gpus, evaluate=args.evaluate, augment=args.augment, paraphrase=args.paraphrase,
+        replay=args.replay,
     )
 
 
@@ -142,7 +153,9 @@ def _show(event: dict, progress, task, console) -> None:
         progress.update(task, description=event.get("message", ""))
     elif kind == "start":
         progress.update(task, description="training", total=event.get("max_steps"), completed=event.get("step", 0))
-        console.print(f"{event.get('method', '').upper()} on {event.get('examples')} examples "
+        rows = event.get("rows") or event.get("examples")
+        mixed = f" + rewordings and replay = {rows} rows" if rows != event.get("examples") else ""
+        console.print(f"{event.get('method', '').upper()} on {event.get('examples')} examples{mixed} "
                       f"({event.get('val_examples')} validation), {event.get('device')}, "
                       f"{'QLoRA' if event.get('quantization') == '4bit' else 'LoRA'}, {event.get('precision')}")
     elif kind == "step":
@@ -153,9 +166,13 @@ def _show(event: dict, progress, task, console) -> None:
     elif kind == "eval":
         console.print(f"epoch {event.get('epoch', 0):.0f}: eval loss {event['eval_loss']:.4f}")
     elif kind == "scorecard":
-        console.print(f"scorecard: held-out F1 base {_f(event.get('base_f1'))} -> adapter "
-                      f"{_f(event.get('adapter_f1'))} ({event.get('heldout_n')} items), general answers kept "
-                      f"{_pct(event.get('forgetting_score'))}, verdict [bold]{event.get('verdict')}[/]: "
+        reworded = (f", other wordings {event.get('reworded')}/{event.get('reworded_n')}"
+                    if event.get("reworded_n") else "")
+        heldout = (f", held-out F1 base {_f(event.get('base_f1'))} -> adapter {_f(event.get('adapter_f1'))} "
+                   f"({event.get('heldout_n')} pinned to test)" if event.get("heldout_n") else "")
+        console.print(f"scorecard: taught {event.get('taught')}/{event.get('taught_n')}{reworded}{heldout}, "
+                      f"general answers kept {event.get('kept')}/{event.get('general_n')} "
+                      f"({_pct(event.get('forgetting_score'))}), verdict [bold]{event.get('verdict')}[/]: "
                       f"{escape(str(event.get('reason')))}")
     elif kind == "warning":
         console.print(f"[yellow]warning:[/] {escape(str(event.get('message')))}")

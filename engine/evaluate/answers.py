@@ -46,8 +46,14 @@ def answer_both(engine, kind: str, adapter_name: str, jobs: list[tuple[list[dict
             cache.answers[key] = answer(engine, messages, max_tokens)
         base.append(cache.answers[key])
     engine.set_adapter(adapter_name)
-    adapter = []
+    return base, answer_adapter(engine, jobs, progress, what)
+
+
+def answer_adapter(engine, jobs: list[tuple[list[dict], int]], progress: Callable[[str], None],
+                   what: str) -> list[str]:
+    """The active adapter's answers to (messages, max_tokens) jobs (answer_both sets it active)."""
+    replies = []
     for i, (messages, max_tokens) in enumerate(jobs, 1):
         progress(f"{what}: adapter answer {i}/{len(jobs)}")
-        adapter.append(answer(engine, messages, max_tokens))
-    return base, adapter
+        replies.append(answer(engine, messages, max_tokens))
+    return replies

@@ -18,8 +18,11 @@ def number(value: float | None, digits: int = 2) -> str:
 def summary_row(card: dict, ab: dict | None = None) -> dict:
     """The figures a runs table shows for one scorecard (`ab`: fresher votes than the card's)."""
     heldout, forgetting, ab = card["heldout"], card["forgetting"], ab or card["ab"]
+    taught, reworded = card["learning"]["taught"], card["learning"]["reworded"]
     return {
         "run": card["run"],
+        "taught_n": taught["n"], "taught": taught["recalled"], "taught_rate": taught["rate"],
+        "reworded_n": reworded["n"], "reworded": reworded["recalled"], "reworded_rate": reworded["rate"],
         "heldout_n": heldout["n"],
         "base_exact": heldout["base"]["exact_match"], "adapter_exact": heldout["adapter"]["exact_match"],
         "base_f1": heldout["base"]["f1"], "adapter_f1": heldout["adapter"]["f1"],
@@ -29,6 +32,17 @@ def summary_row(card: dict, ab: dict | None = None) -> dict:
         "verdict": card["verdict"]["label"], "reason": card["verdict"]["reason"],
         "win_rate": ab["win_rate"], "votes": ab["votes"],
     }
+
+
+def recall_line(learning: dict) -> str:
+    """'taught 19/20, other wordings 16/20': what the run learned, in one line."""
+    taught, reworded = learning["taught"], learning["reworded"]
+    line = f"taught {taught['recalled']}/{taught['n']}"
+    if reworded["n"]:
+        line += f", other wordings never trained on {reworded['recalled']}/{reworded['n']}"
+    else:
+        line += ", no held-out rewordings (trained with --no-augment)"
+    return line
 
 
 def ab_line(ab: dict) -> str:
@@ -68,7 +82,15 @@ def scorecard_markdown(card: dict) -> str:
            f"Base model {card['base_model']}, answered with the {card['engine']} engine (greedy). "
            f"Evaluated {card['evaluated_at']} in {card['elapsed_s']:.0f} s.", "",
            f"## Training health: {verdict['label']}", "", verdict["reason"], "",
-           f"## Held-out score ({heldout['n']} examples, {heldout['source']})", ""]
+           "## What it learned", "",
+           f"Asked under the app's default system prompt: {recall_line(card['learning'])}; "
+           f"{forgetting['kept']} of {forgetting['n']} general answers kept ({percent(forgetting['score'])}).", ""]
+    missed = card["learning"]["taught"]["missed"] + card["learning"]["reworded"]["missed"]
+    if missed:
+        out += ["| not recalled | taught answer | reply |", "|---|---|---|"]
+        out += [f"| {_md(e['prompt'])} | {_md(e['reference'])} | {_md(e['reply'])} |" for e in missed]
+        out.append("")
+    out += [f"## Held-out score ({heldout['n']} examples, {heldout['source']})", ""]
     if heldout["n"]:
         out += ["| | exact match | token F1 | log-likelihood per token |", "|---|---|---|---|"]
         for side in ("base", "adapter"):
@@ -85,8 +107,8 @@ def scorecard_markdown(card: dict) -> str:
                 out += [f"- {_md(e['prompt'])}: reference {_md(e['reference'])}; base {_md(e['base_answer'])}; "
                         f"adapter {_md(e['adapter_answer'])}" for e in picked]
     else:
-        out.append("No held-out examples: the store's test split is empty (it fills once the store holds "
-                   "10 or more approved or corrected examples).")
+        out.append("No held-out examples of yours: every example was trained on. Pin some to test "
+                   "(`chattune data split ID test`) to keep them as an exam no run trains on.")
     out += ["", "## Forgetting (general prompts)", "", forgetting_line(forgetting) + "."]
     ppl = perplexity_line(forgetting)
     if ppl:

@@ -16,21 +16,29 @@ from pathlib import Path
 
 from engine.adapters import GGUF_FILE, PEFT_DIR
 from engine.evaluate.ab import ab_summary
-from engine.evaluate.answers import GENERAL_MAX_TOKENS, answer_both, engine_kind_for, heldout_max_tokens
+from engine.evaluate.answers import (
+    GENERAL_MAX_TOKENS,
+    answer_adapter,
+    answer_both,
+    engine_kind_for,
+    heldout_max_tokens,
+)
 from engine.evaluate.base_cache import BaseAnswers
 from engine.evaluate.forgetting import forgetting_report
 from engine.evaluate.heldout import heldout_items, score_heldout
 from engine.evaluate.prompt_sets import general_prompts, general_text
+from engine.evaluate.recall import recall_items, score_recall
 from engine.evaluate.report import scorecard_markdown, summary_row
 from engine.evaluate.run_inputs import RunInputs, read_run
 from engine.evaluate.verdict import training_verdict
+from engine.prompts import system_prompt
 from engine.store import FeedbackStore
 from engine.train.rundir import fingerprint, write_json_atomic
 from engine.workspace import Workspace
 
 SCORECARD_JSON = "scorecard.json"
 SCORECARD_MD = "scorecard.md"
-VERSION = 1
+VERSION = 2  # 2: the learning section (taught and reworded recall)
 
 
 def evaluate_run(workspace: Workspace, run_dir: Path, progress: Callable[[str], None] | None = None, *,
@@ -44,12 +52,14 @@ def evaluate_run(workspace: Workspace, run_dir: Path, progress: Callable[[str], 
     verdict = training_verdict(run.train_curve, run.eval_curve, run.examples)
     items, source, total = heldout_items(workspace.db_path, run.snapshot_dir)
     prompts = general_prompts()[:general_limit]
+    taught, reworded = recall_items(run.run_dir, system_prompt())
     kind = engine_kind_for(run.spec, run.adapter)
 
     say(f"loading {run.spec.name} ({kind}) with adapter {run.name}")
     timings = {}
     clock = time.monotonic()
-    held_base, held_adapter, general_base, general_adapter = _answers(workspace, run, kind, items, prompts, say)
+    held_base, held_adapter, general_base, general_adapter, taught_replies, reworded_replies = _answers(
+        workspace, run, kind, items, prompts, taught, reworded, say)
     timings["answers_s"] = time.monotonic() - clock
     clock = time.monotonic()
     logliks, perplexity = _likelihoods(workspace, run, items, say)
@@ -68,6 +78,8 @@ def evaluate_run(workspace: Workspace, run_dir: Path, progress: Callable[[str], 
                      "final_loss": run.train_curve[-1][1] if run.train_curve else None,
                      "eval_loss": run.eval_curve[-1][1] if run.eval_curve else None},
         "verdict": verdict.to_dict(),
+        "learning": {"taught": score_recall(taught, taught_replies),
+                     "reworded": score_recall(reworded, reworded_replies)},
         "heldout": heldout,
         "forgetting": forgetting_report(prompts, general_base, general_adapter, perplexity),
         "ab": current_ab(workspace, run.name),
@@ -129,9 +141,8 @@ def write_scorecard(run_dir: Path, card: dict) -> None:
     (Path(run_dir) / SCORECARD_MD).write_text(scorecard_markdown(card), encoding="utf-8")
 
 
-def _answers(workspace, run: RunInputs, kind: str, items, prompts, say):
+def _answers(workspace, run: RunInputs, kind: str, items, prompts, taught, reworded, say):
     from engine.engines import open_engine
-    from engine.prompts import system_prompt
 
     system = system_prompt()  # the chat's default, so general prompts are asked the way users ask
     general_jobs = [([{"role": "system", "content": system}, {"role": "user", "content": p.prompt}],
@@ -143,10 +154,12 @@ def _answers(workspace, run: RunInputs, kind: str, items, prompts, say):
         engine.load_adapter(run.adapter)
         held = answer_both(engine, kind, run.name, held_jobs, cache, say, "held-out")
         general = answer_both(engine, kind, run.name, general_jobs, cache, say, "general prompts")
+        learned = [answer_adapter(engine, [(i.messages, heldout_max_tokens(i.reference)) for i in group], say, what)
+                   for group, what in ((taught, "taught examples"), (reworded, "rewordings never trained on"))]
     finally:
         cache.save()  # base answers made so far are kept even when a later step fails
         engine.close()
-    return (*held, *general)
+    return (*held, *general, *learned)
 
 
 def _likelihoods(workspace, run: RunInputs, items, say):

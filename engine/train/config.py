@@ -17,6 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("auto", "none", "4bit")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULERS = ("linear", "cosine", "constant")
+REPLAY_TRAIN_MAX = 71  # replay prompts a run can train on (prompts/replay, less the validation share)
 FEW_EXAMPLES = 50  # below this, the run warns: curated sets of about 50+ examples work much better
 
 
@@ -39,8 +40,16 @@ class Preset:
     max_epochs: int
     lr_full_until: int = 500
     dpo_lr_factor: float = 0.25  # DPO moves a policy, not a fact: smaller steps
+    # With rewordings and replay every example is seen several times per epoch, so far fewer epochs
+    # are needed; the best epoch by validation loss is kept (engine/train/mix.py).
+    mixed_passes: int = 480
+    mixed_min_epochs: int = 2
+    mixed_max_epochs: int = 4
 
-    def epochs_for(self, n_examples: int) -> int:
+    def epochs_for(self, n_examples: int, mixed_rows: int | None = None) -> int:
+        if mixed_rows is not None:
+            wanted = math.ceil(self.mixed_passes / max(1, mixed_rows))
+            return max(self.mixed_min_epochs, min(self.mixed_max_epochs, wanted))
         wanted = math.ceil(self.example_passes / max(1, n_examples))
         return max(self.min_epochs, min(self.max_epochs, wanted))
 
@@ -83,6 +92,12 @@ class TrainConfig:
     # about 1.6x faster (measured on SmolLM2-135M) at slightly lower precision.
     precision: str = "auto"
     template: str | None = None  # a chat-template override from prompts/templates/, as in the chat
+    # The learning recipe (engine/train/mix.py). augment: rewordings per example (0: the examples as
+    # given, nothing else); paraphrase: let the base model write some of them; replay: the base's own
+    # answers to general prompts, as a share of the other training rows (0: none).
+    augment: int = 4
+    paraphrase: bool = True
+    replay: float = 0.5
     # False: each batch is flattened into one sequence without padding (padding-free).
     # True: examples are packed best-fit into rows of max_seq_len tokens (fewer, fuller steps).
     packing: bool = False
@@ -127,6 +142,10 @@ class TrainConfig:
             bad(f"warmup_ratio = {self.warmup_ratio}", "use a value in [0, 1)")
         if self.max_seq_len < 16:
             bad(f"max_seq_len = {self.max_seq_len}", "use at least 16 tokens")
+        if self.augment < 0 or self.augment > 20:
+            bad(f"augment = {self.augment}", "use 0 (no rewordings) to 20")
+        if not 0 <= self.replay <= 4:
+            bad(f"replay = {self.replay}", "use a share from 0 (no replay) to 4")
         if self.threads is not None and self.threads < 1:
             bad(f"threads = {self.threads}", "use at least 1, or leave it unset for all cores")
         if self.save_every_steps < 0:
@@ -144,7 +163,8 @@ class TrainConfig:
         preset = PRESETS[self.preset]
         return replace(
             self,
-            epochs=self.epochs if self.epochs is not None else preset.epochs_for(n_examples),
+            epochs=self.epochs if self.epochs is not None else preset.epochs_for(
+                n_examples, self.training_rows(n_examples) if self.mixes else None),
             learning_rate=(self.learning_rate if self.learning_rate is not None
                            else preset.lr_for(n_examples, self.method)),
             lora_r=self.lora_r if self.lora_r is not None else preset.lora_r,
@@ -162,6 +182,20 @@ class TrainConfig:
             raise ChattuneError(f"unknown training setting(s): {', '.join(unknown)}",
                                 f"known settings: {', '.join(sorted(known))}")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+    @property
+    def mixes(self) -> bool:
+        """SFT with rewordings (and replay): the learning recipe of engine/train/mix.py."""
+        return self.method == "sft" and self.augment > 0
+
+    def training_rows(self, n_examples: int) -> int:
+        """About how many rows the mix trains on for `n_examples` of the user's (plan and epochs)."""
+        if not self.mixes:
+            return n_examples
+        rows = n_examples * (2 + self.augment)  # as given, under the other system prompt, rewordings
+        if self.replay > 0:
+            rows += min(REPLAY_TRAIN_MAX, max(1, round(self.replay * rows)))
+        return rows
 
     def steps_per_epoch(self, n_examples: int) -> int:
         """Optimizer steps per epoch without packing (packing makes fewer, decided by token counts)."""

@@ -1,20 +1,24 @@
 """The training child's voice: one JSON object per line, on stdout (for the runner) and in metrics.jsonl.
 
 Events (every one carries "event" and "t", the unix time):
-  status    phase ("base", "load", "save", "gguf", "eval"), message: what the child is busy with
-  start     run, method, examples, val_examples, tokens (per epoch), epochs, device, quantization,
+  status    phase ("base", "data", "load", "best", "save", "gguf", "eval"), message: what the child is busy with
+  data      what the SFT mix holds (engine.train.mix): counts such as example-train, rewording-train,
+            rewording-val, replay-train, replay-val
+  start     run, method, examples (the user's), rows (training rows with rewordings and replay),
+            val_examples (validation rows: held-out rewordings and replay), tokens (per epoch), epochs, device, quantization,
             precision, world_size, quantized_layers, step (> 0 when resumed), max_steps,
             trainable_params, total_params, resumed_from (checkpoint path or None)
   step      step, max_steps, epoch, loss, lr, grad_norm, tokens_per_s, eta_s, peak_mem_mb
             (DPO adds reward_margins, reward_accuracies)
   epoch     step, epoch, train_loss (mean of the epoch's logged losses)
-  eval      step, epoch, eval_loss (the val split, after every epoch)
+  eval      step, epoch, eval_loss (the validation rows, after every epoch; the best epoch's adapter is kept)
   checkpoint step, path
-  warning   kind ("few_examples", "no_validation", "overfitting", "too_long", "trimmed",
+  warning   kind ("few_examples", "overfitting", "too_long", "trimmed",
             "no_checkpoint", "gguf", "eval"), message
   done      adapter, gguf (None when the conversion failed), final_loss, eval_loss, steps,
             tokens_per_s, elapsed_s, cpu_s (CPU seconds the child used)
-  scorecard path, verdict, reason, heldout_n, base_f1, adapter_f1, forgetting_score, elapsed_s:
+  scorecard path, verdict, reason, heldout_n, base_f1, adapter_f1, taught, taught_n, reworded,
+            reworded_n, kept, general_n, forgetting_score, elapsed_s:
             the evaluation that follows `done` (engine.evaluate; skipped with --no-eval)
   cancelled step, checkpoint (None when cancelled before the first one), log
   error     message, log (and returncode when the runner wrote it for a child that died silently)

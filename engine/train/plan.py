@@ -31,14 +31,16 @@ TOKENS_PER_MESSAGE = 5  # role markers and separators of a chat template
 CPU_FLOPS_PER_CORE = {("none", "fp32"): 22e9, ("none", "bf16"): 35e9, ("4bit", "fp32"): 3e9, ("4bit", "bf16"): 3e9}
 GPU_FLOPS = {"none": 60e12, "4bit": 35e12}
 OVERHEAD_S = 15.0  # start-up, model load, the GGUF conversion
+REPLAY_VAL = 8  # replay prompts held out for validation (prompts/replay, VAL_REPLAY_SHARE)
+REPLAY_TOKENS = 70  # a replayed general prompt with the default system prompt and the base's answer
 
 
 @dataclass
 class Plan:
     config: TrainConfig  # resolved for this dataset
     method: str
-    examples: int
-    val_examples: int
+    examples: int  # the user's examples the run learns (every one but those pinned to test)
+    val_examples: int  # validation rows: held-out rewordings and replay prompts (none of the user's)
     tokens: int  # per epoch, approximate
     steps: int
     seconds: float
@@ -47,10 +49,14 @@ class Plan:
     base_name: str
     params: int | None
     warnings: list[str] = field(default_factory=list)
+    rows: int = 0  # training rows: the examples with their rewordings and replay
+    held_out: int = 0  # the user's examples pinned to test: asked by the scorecard, never trained on
 
     def summary(self) -> str:
         minutes = f"{self.seconds / 60:.0f} min" if self.seconds >= 90 else f"{self.seconds:.0f} s"
-        return (f"{self.method.upper()}: {self.examples} training / {self.val_examples} validation examples, "
+        mixed = (f" (+ rewordings and replay: {self.rows} rows)" if self.rows > self.examples else "")
+        test = f"; {self.held_out} pinned to test, not trained on" if self.held_out else ""
+        return (f"{self.method.upper()}: learns all {self.examples} of your examples{mixed}{test}; "
                 f"~{self.tokens} tokens per epoch, {self.config.epochs:g} epochs, ~{self.steps} steps, "
                 f"about {minutes} on {self.device} ({self.basis})")
 
@@ -64,17 +70,15 @@ def plan_run(workspace: Workspace, config: TrainConfig, model_arg: str | None = 
     try:
         if config.method == "sft":
             train = [r["messages"] for r in store.sft_examples("train")]
-            val = [r["messages"] for r in store.sft_examples("val")]
+            held_out = len(store.sft_examples("test"))
         else:
             train = [r["prompt"] + [{"content": r["chosen"]}, {"content": r["rejected"]}]
                      for r in store.dpo_pairs("train")]
-            val = [r["prompt"] + [{"content": r["chosen"]}, {"content": r["rejected"]}]
-                   for r in store.dpo_pairs("val")]
+            held_out = len(store.dpo_pairs("test"))
     finally:
         store.close()
+    rows, val, tokens, val_tokens = mixed_size(train, config)
     resolved = config.resolved(max(1, len(train)))
-    tokens = sum(approx_tokens(m) for m in train)
-    val_tokens = sum(approx_tokens(m) for m in val)
     device = guess_device(config)
     params = count_parameters(spec)
     quant = resolved.quantization if resolved.quantization != "auto" else ("4bit" if device == "cuda" else "none")
@@ -87,11 +91,29 @@ def plan_run(workspace: Workspace, config: TrainConfig, model_arg: str | None = 
         warnings.append(f"no {config.method.upper()} training examples yet")
     elif len(train) < FEW_EXAMPLES:
         warnings.append(f"only {len(train)} examples: about {FEW_EXAMPLES} or more curated examples work much better")
-    if train and not val:
-        warnings.append("no validation examples: no eval loss or overfitting warning")
-    return Plan(resolved, config.method, len(train), len(val), tokens,
-                math.ceil(resolved.epochs * resolved.steps_per_epoch(len(train))) if train else 0,
-                seconds, device, "measured" if measured else "estimated", spec.name, params, warnings)
+    return Plan(resolved, config.method, len(train), val, tokens,
+                math.ceil(resolved.epochs * resolved.steps_per_epoch(rows)) if train else 0,
+                seconds, device, "measured" if measured else "estimated", spec.name, params, warnings,
+                rows=rows, held_out=held_out)
+
+
+def mixed_size(train: list[list[dict]], config: TrainConfig) -> tuple[int, int, int, int]:
+    """(training rows, validation rows, tokens, validation tokens) of the mix engine.train.mix builds,
+    counted without generating anything."""
+    from engine.train.mix import MAX_VAL_REWORDINGS
+
+    tokens = sum(approx_tokens(m) for m in train)
+    if not config.mixes:
+        return len(train), 0, tokens, 0
+    rows = config.training_rows(len(train))
+    from_examples = len(train) * (2 + config.augment)
+    replayed = rows - from_examples
+    tokens = tokens * (2 + config.augment) + replayed * REPLAY_TOKENS
+    val = min(len(train), MAX_VAL_REWORDINGS)
+    val_tokens = val * (tokens // max(1, rows))
+    if replayed:
+        val, val_tokens = val + REPLAY_VAL, val_tokens + REPLAY_VAL * REPLAY_TOKENS
+    return rows, val, tokens, val_tokens
 
 
 def approx_tokens(messages: list[dict]) -> int:

@@ -12,6 +12,7 @@ written back into config.json's "runtime" section, so the run folder explains it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -88,18 +89,24 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
     _check_cancel(cancel)
     base_dir = _base_dir(run_dir, meta, log, rt)
     _check_cancel(cancel)
+    mix = None
+    if cfg.method == "sft":
+        with _main_first(rt):  # rank 0 writes the mix, the other ranks of a multi-GPU run read it
+            mix = _sft_mix(run_dir, meta, cfg, log) if rt.main else None
+    _check_cancel(cancel)
     log.emit("status", phase="load", message=f"loading {meta['base']['name']} ({rt.device}, "
                                             f"{'QLoRA 4-bit' if rt.quantization == '4bit' else 'LoRA'})")
     tokenizer, model = load_base(base_dir, cfg, rt)
     _check_cancel(cancel)
-    train_rows, val_rows, tokens = load_data(run_dir / SNAPSHOT_DIR, cfg, tokenizer, log)
+    train_rows, val_rows, tokens = load_data(run_dir, cfg, tokenizer, log, mix)
     _check_cancel(cancel)
 
     # --- train --------------------------------------------------------------------------------
     from engine.train.callback import EventCallback
 
     callback = EventCallback(log, cancel, rt.device, start_fields={
-        "run": run_dir.name, "method": cfg.method, "examples": len(train_rows), "val_examples": len(val_rows),
+        "run": run_dir.name, "method": cfg.method, "examples": mix.examples if mix else len(train_rows),
+        "rows": len(train_rows), "val_examples": len(val_rows),
         "tokens": tokens, "epochs": cfg.epochs, "device": rt.device, "quantization": rt.quantization,
         "precision": rt.precision, "world_size": rt.world_size,
         "quantized_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
@@ -115,6 +122,7 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
         kept = last_checkpoint(run_dir)
         log.emit("cancelled", step=trainer.state.global_step, checkpoint=kept, log=run_dir / "train.log")
         return "cancelled"
+    _report_best(trainer, log)
 
     # --- save ---------------------------------------------------------------------------------
     adapter_dir, gguf_path = run_dir / PEFT_DIR, None
@@ -152,10 +160,13 @@ def evaluate(run_dir: Path, log: EventLog) -> None:
         log.warn("eval", f"evaluation failed: {type(err).__name__}: {err}; run `chattune eval --run "
                          f"{run_dir.name}` to try again")
         return
-    heldout, forgetting = card["heldout"], card["forgetting"]
+    heldout, forgetting, learning = card["heldout"], card["forgetting"], card["learning"]
     log.emit("scorecard", path=run_dir / SCORECARD_JSON, verdict=card["verdict"]["label"],
              reason=card["verdict"]["reason"], heldout_n=heldout["n"],
              base_f1=heldout["base"]["f1"], adapter_f1=heldout["adapter"]["f1"],
+             taught=learning["taught"]["recalled"], taught_n=learning["taught"]["n"],
+             reworded=learning["reworded"]["recalled"], reworded_n=learning["reworded"]["n"],
+             kept=forgetting["kept"], general_n=forgetting["n"],
              forgetting_score=forgetting["score"], elapsed_s=card["elapsed_s"])
 
 
@@ -183,6 +194,14 @@ def decide_runtime(cfg: TrainConfig) -> Runtime:
                    world_size=int(os.environ.get("WORLD_SIZE", 1)), bnb_compute_dtype=setup.bnb_compute_dtype)
 
 
+def _main_first(rt: Runtime):
+    if rt.world_size == 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    return PartialState().main_process_first()
+
+
 def _base_dir(run_dir: Path, meta: dict, log: EventLog, rt: Runtime) -> Path:
     """The full-precision HF folder for the run's base model, checked against its fingerprint."""
     base = meta["base"]
@@ -207,18 +226,11 @@ def load_base(base_dir: Path, cfg: TrainConfig, rt: Runtime):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from engine.train.model_fit import fit_tokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    if cfg.template:
-        from engine.prompts import template_override
-
-        tokenizer.chat_template = template_override(cfg.template)
-    if not tokenizer.chat_template:
-        raise ChattuneError(f"the base model in {base_dir} has no chat template",
-                            "pick one from prompts/templates/ with --template")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-    kwargs = {"attn_implementation": "sdpa",
+    fit = fit_tokenizer(base_dir, tokenizer, cfg.template)  # template, padding, attention: from the model
+    kwargs = {"attn_implementation": fit.attn_implementation,
               "dtype": torch.bfloat16 if rt.device == "cuda" and rt.precision == "bf16" else torch.float32}
     if rt.quantization == "4bit":
         from transformers import BitsAndBytesConfig
@@ -244,10 +256,45 @@ def load_base(base_dir: Path, cfg: TrainConfig, rt: Runtime):
     return tokenizer, model
 
 
-def load_data(snapshot_dir: Path, cfg: TrainConfig, tokenizer, log: EventLog) -> tuple[list, list, int]:
-    rows_of = sft_rows if cfg.method == "sft" else dpo_rows
-    train_rows, stats = fit_to_length(rows_of(snapshot_dir, "train"), tokenizer, cfg.max_seq_len)
-    val_rows, _ = fit_to_length(rows_of(snapshot_dir, "val"), tokenizer, cfg.max_seq_len)
+def _sft_mix(run_dir: Path, meta: dict, cfg: TrainConfig, log: EventLog):
+    """The user's examples with their rewordings and replay (engine.train.prepare), built on rank 0
+    before the model is loaded for training; the listing lands in the run folder."""
+    from engine.engines import open_engine
+    from engine.prompts import system_prompt
+    from engine.train.prepare import sft_mix
+
+    base = meta["base"]
+    spec = resolve_model(base["path"])
+    workspace = Workspace(run_dir.parent.parent)
+    user_rows = sft_rows(run_dir / SNAPSHOT_DIR, "train")
+    if not user_rows:
+        raise ChattuneError("no SFT training examples in this run's snapshot",
+                            "collect some approved or corrected replies first")
+    kind = "llamacpp" if spec.is_gguf else "transformers"
+    base_id = f"{spec.path.stem if spec.is_gguf else spec.path.name}-{base['fingerprint']}"
+    mix = sft_mix(run_dir, cfg, user_rows, lambda: open_engine(kind, spec, workspace, template=cfg.template),
+                  workspace.cache_dir, base_id, system_prompt(),
+                  lambda message: log.emit("status", phase="data", message=message))
+    log.emit("data", **mix.counts())
+    if len(user_rows) < FEW_EXAMPLES:
+        log.warn("few_examples", f"only {len(user_rows)} example(s) of yours: rewordings and replay help, but about "
+                                 f"{FEW_EXAMPLES} or more curated examples give a much more reliable adapter")
+    return mix
+
+
+def load_data(run_dir: Path, cfg: TrainConfig, tokenizer, log: EventLog, mix=None) -> tuple[list, list, int]:
+    """Training and validation rows, cut to max_seq_len: the SFT mix, or the snapshot's DPO pairs (all
+    of them train: DPO has no generated validation)."""
+    if mix is not None:
+        raw_train, raw_val = mix.train, mix.val
+    elif cfg.method == "sft":  # a rank > 0 of a multi-GPU run: rank 0 wrote the mix for everyone
+        from engine.train.prepare import read_listing
+
+        raw_train, raw_val = listing_rows(read_listing(run_dir))
+    else:
+        raw_train, raw_val = dpo_rows(run_dir / SNAPSHOT_DIR, "train"), []
+    train_rows, stats = fit_to_length(raw_train, tokenizer, cfg.max_seq_len)
+    val_rows, _ = fit_to_length(raw_val, tokenizer, cfg.max_seq_len)
     what = "approved or corrected replies" if cfg.method == "sft" else "corrections or A/B votes"
     if not train_rows:
         raise ChattuneError(f"no {cfg.method.upper()} training examples in this run's snapshot",
@@ -258,13 +305,28 @@ def load_data(snapshot_dir: Path, cfg: TrainConfig, tokenizer, log: EventLog) ->
     if stats["trimmed"]:
         log.warn("trimmed", f"{stats['trimmed']} example(s) lost their oldest turns to fit "
                             f"{cfg.max_seq_len} tokens")
-    if len(train_rows) < FEW_EXAMPLES:
-        log.warn("few_examples", f"only {len(train_rows)} training example(s): about {FEW_EXAMPLES} or more "
-                                 f"curated examples give a much more reliable adapter")
-    if not val_rows:
-        log.warn("no_validation", "no validation examples: eval loss and the overfitting check are off "
-                                  "(the store moves examples to val once there are 10 or more)")
     return train_rows, val_rows, stats["tokens"]
+
+
+def listing_rows(listing: list[dict]) -> tuple[list, list]:
+    """augment.jsonl back into (train, val) prompt-completion rows (single-turn context only)."""
+    rows: dict[str, list] = {"train": [], "val": []}
+    for line in listing:
+        prompt = ([{"role": "system", "content": line["system"]}] if line["system"] else []) + \
+            [{"role": "user", "content": line["question"]}]
+        rows[line["split"]].append({"prompt": prompt, "completion": [{"role": "assistant", "content": line["answer"]}]})
+    return rows["train"], rows["val"]
+
+
+def _report_best(trainer, log: EventLog) -> None:
+    """Which epoch's adapter is kept: the one with the lowest validation loss (rewordings and replay)."""
+    best, metric = trainer.state.best_model_checkpoint, trainer.state.best_metric
+    if best is None or metric is None:
+        return
+    step = int(Path(best).name.split("-")[-1])
+    steps_per_epoch = max(1, trainer.state.max_steps / max(1e-9, trainer.args.num_train_epochs))
+    log.emit("status", phase="best", message=f"kept the adapter of epoch {step / steps_per_epoch:.0f} "
+                                             f"(step {step}): lowest validation loss {metric:.4f}")
 
 
 # --- train ----------------------------------------------------------------------------------------
@@ -293,7 +355,10 @@ def build_trainer(cfg: TrainConfig, rt: Runtime, model, tokenizer, train_rows: l
         logging_strategy="steps", logging_steps=1,
         eval_strategy="epoch" if val_rows else "no",
         save_strategy="steps" if by_steps else "epoch", save_steps=cfg.save_every_steps if by_steps else 500,
-        save_total_limit=1, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+        save_total_limit=1, report_to=[],
+        # The adapter kept is the epoch with the lowest validation loss: on rewordings never trained on
+        # and on replay prompts, so it is the one that generalises and forgets least.
+        load_best_model_at_end=bool(val_rows), metric_for_best_model="eval_loss", greater_is_better=False, disable_tqdm=True, dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
         ddp_find_unused_parameters=False if rt.world_size > 1 else None,
     )

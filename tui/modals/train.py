@@ -24,6 +24,8 @@ FIELDS = {
     "batch_size": ("batch size", int),
     "max_seq_len": ("max seq len", int),
     "seed": ("seed", int),
+    "augment": ("rewordings", int),  # per example, 0: none (the learning recipe, engine/train/mix.py)
+    "replay": ("replay share", float),  # 0: none
 }
 FROM_PRESET = ("epochs", "learning_rate", "lora_r", "lora_alpha")
 
