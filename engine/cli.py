@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from engine import __version__
 from engine.errors import ChattuneError
 
-COMMANDS = ("ask", "data", "train", "runs", "export", "eval", "bench", "doctor")
+COMMANDS = ("ask", "data", "train", "runs", "export", "eval", "bench", "doctor", "models")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -95,7 +95,7 @@ class TemplateChoice:
     name: str  # "own" (the model's), or a prompts/templates/ name
     text: str
     reason: str  # one line for the user: which template and why
-    stops: tuple[str, ...] = ()  # text that ends a reply (the end-of-turn tokens end it anyway)
+    stops: tuple[str, ...] = ()  # text that ends a reply: a base model goes on with the next turn
     end_tokens: tuple[str, ...] = ()  # tokens that close an assistant turn besides EOS
 
 
@@ -148,7 +148,9 @@ def hf_template(model_dir, tokenizer, override: str | None, model_name: str | No
 
 def _choice(name: str, text: str, reason: str) -> TemplateChoice:
     tokens = TURN_TOKENS.get(name, ())
-    return TemplateChoice(name, text, reason, stops=PLAIN_STOPS if name == PLAIN else (),
+    # Any turn marker ends the reply: a base model that has not learned the template yet writes the
+    # next turn's opener (<start_of_turn>, "\nUser:") instead of the end of its own.
+    return TemplateChoice(name, text, reason, stops=PLAIN_STOPS if name == PLAIN else tokens,
                           end_tokens=tokens[-1:] if name != "mistral" else ())
 
 

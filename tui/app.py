@@ -127,6 +127,10 @@ class ChattuneApp(App):
         self.model_label, self.engine = label, engine
         self.post_message(EngineChanged())
         await self.chat.model_loaded()
+        choice = getattr(engine, "template_choice", None)
+        if choice is not None and choice.name != "own":  # the model's own needs no word; a stand-in does
+            self.notify(f"{choice.reason}. Another: --template NAME.", title="chat template", timeout=12,
+                        markup=False)
         if adapter_error:
             self.notify(f"{adapter_error}\nThe base model answers.", title="adapter not loaded", severity="error",
                         timeout=30, markup=False)
