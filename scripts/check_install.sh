@@ -45,6 +45,6 @@ grep -q Paris answer.txt || fail "chattune ask did not say Paris: $(cat answer.t
 printf '%s\n' '{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}' >chats.jsonl
 "$chattune" data import chats.jsonl >/dev/null
 "$chattune" data stats | grep -q approved || fail "chattune data stats shows no table"
-"$chattune" data export out.jsonl --format openai >/dev/null
+"$chattune" data export out.jsonl >/dev/null
 [ -s out.jsonl ] || fail "chattune data export out.jsonl did not write ./out.jsonl"
 echo "check-install: chattune --help, ask, data import/stats/export work from $PWD ($((SECONDS - started)) s in all)"

@@ -139,7 +139,7 @@ def test_files_are_relative_to_the_current_folder_and_kept_unless_forced(tmp_pat
     (here / "chats.jsonl").write_text(json.dumps(openai_line(1)) + "\n")
     assert "imported 1 records" in ok(ws, "import", "chats.jsonl", cwd=here)
 
-    assert f"to {here / 'out.jsonl'}" in ok(ws, "export", "out.jsonl", "--format", "openai", cwd=here)
+    assert f"(openai) to {here / 'out.jsonl'}" in ok(ws, "export", "out.jsonl", cwd=here)
     ok(ws, "export", "../up.jsonl", "--format", "alpaca", cwd=here)  # anywhere the user can write
     assert json.loads((tmp_path / "up.jsonl").read_text())["output"] == "1 squared is 1.\nDone."
 

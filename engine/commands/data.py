@@ -67,7 +67,8 @@ def register(subparsers) -> None:
     p = actions.add_parser("export", help="write a training view to a JSONL file",
                            description=f"Write JSONL, oldest record first. FILE: {EXPORT_PATH_HELP}.")
     p.add_argument("file", type=Path, help=EXPORT_PATH_HELP)
-    p.add_argument("--format", "-f", choices=FORMATS, required=True)
+    p.add_argument("--format", "-f", choices=FORMATS,
+                   help="default: openai, or dpo with --view dpo")
     p.add_argument("--split", choices=SPLITS, help="only this split (default: all)")
     p.add_argument("--view", choices=VIEWS, help="sft: approved + corrected; dpo: corrected + A/B votes "
                                                  "(default: dpo for --format dpo, else sft)")
@@ -268,6 +269,7 @@ def run_export(args) -> int:
     target = writable_target(args.file, args.force)
     _, store = _open(args)
     with store:
-        result = export_file(store, target, args.format, split=args.split, view=args.view)
+        fmt = args.format or ("dpo" if args.view == "dpo" else "openai")
+        result = export_file(store, target, fmt, split=args.split, view=args.view)
     print(f"wrote {result.count} {result.view} examples ({result.format}) to {result.path}")
     return 0
