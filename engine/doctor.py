@@ -30,6 +30,7 @@ from engine.hardware import (
 )
 
 SETUP_HINT = "rm -rf .venv && make setup"
+REASON = "    "  # the indent of a reason, under its fact
 
 
 def diagnose(machine: Machine, environ: Mapping[str, str] | None = None) -> dict:
@@ -68,7 +69,7 @@ def diagnose(machine: Machine, environ: Mapping[str, str] | None = None) -> dict
     env = child_gpu_env(setup.device, 1, environ)
     gpus_note = (f"one GPU (the child sees CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}); "
                  f"--multi-gpu N for DDP over up to {len(machine.gpus)}") if setup.device == "cuda" else \
-        "the training child runs at lower priority than the chat, which stays responsive"
+        "the training child runs at lower priority, so the chat stays responsive"
     layers, layers_reason = gpu_layers(environ.get(GPU_LAYERS_ENV), machine.llama_offload)
     return {
         "lines": lines,
@@ -82,16 +83,16 @@ def render(report: dict) -> str:
     out = []
     for item in report["lines"]:
         out.append(f"{item['topic']:<13}{item['value']}")
-        out.append(f"{'':<13}  {item['reason']}")
+        out.append(f"{REASON}{item['reason']}")
     training, chat = report["training"], report["chat"]
     out.append(f"{'training':<13}{training['summary']} (bitsandbytes computes in {training['bnb_compute_dtype']})"
                if training["quantization"] == "4bit" else f"{'training':<13}{training['summary']}")
-    out += [f"{'':<13}  {topic}: {reason}" for topic, reason in training["reasons"].items()]
-    out.append(f"{'':<13}  {training['gpus']}")
+    out += [f"{REASON}{topic}: {reason}" for topic, reason in training["reasons"].items()]
+    out.append(f"{REASON}{training['gpus']}")
     where = "all layers" if chat["n_gpu_layers"] == -1 else f"{chat['n_gpu_layers']} layers"
     out.append(f"{'chat':<13}llama.cpp n_gpu_layers: {where if chat['n_gpu_layers'] else 'none (CPU)'}")
-    out.append(f"{'':<13}  {chat['reason']}")
-    out.append(f"{'':<13}  {chat['setting']}=auto|all|N|0 chooses (now: {os.environ.get(chat['setting'], 'unset')})")
+    out.append(f"{REASON}{chat['reason']}")
+    out.append(f"{REASON}{chat['setting']}=auto|all|N|0 chooses (now: {os.environ.get(chat['setting'], 'unset')})")
     return "\n".join(out)
 
 

@@ -248,7 +248,7 @@ def training_setup(*, cuda: bool, capability: tuple[int, int] | None, device: st
         precision = compute_dtype(gpu_capability)
         cc = ".".join(map(str, gpu_capability or ()))
         reasons["precision"] = (
-            "fp32 is the CPU default (--precision bf16 is faster with AMX/AVX512-BF16)" if gpu_capability is None
+            "fp32 on a CPU (--precision bf16 is faster with AMX/AVX512-BF16)" if gpu_capability is None
             else f"bf16 is native on compute capability {cc}" if precision == "bf16"
             else f"compute capability {cc} has no native bf16 (emulated, it is slow)")
     # fp32 on a GPU computes the 4-bit layers in fp32 too; on a CPU bitsandbytes computes in bf16 as before.

@@ -38,7 +38,7 @@ def test_a_cpu_machine_gets_lora_on_the_cpu_with_its_reasons():
     assert "--precision bf16" in lines["CPU"]["reason"] and "AMX-BF16" in lines["CPU"]["value"]
     assert "AMX guard" in lines and report["chat"]["n_gpu_layers"] == 0
     text = render(report)
-    assert "LoRA on the CPU, fp32" in text and all(len(line) <= 100 for line in text.splitlines())
+    assert "LoRA on the CPU, fp32" in text and all(len(line) <= 80 for line in text.splitlines())
 
 
 def test_a_gpu_machine_gets_qlora_and_the_chat_on_the_gpu():
