@@ -1,15 +1,16 @@
 """Training the embedded SmolLM2 for real, on CPU, through the same runner the app uses.
 
-One session-scoped run teaches 20 made-up facts with the default settings; the tests then ask
-those questions of the hot-swapped peft adapter (transformers), of the GGUF LoRA (llama.cpp) and
-of the base. DPO and QLoRA (bitsandbytes 4-bit on CPU) run a couple of steps each.
+One session-scoped run teaches 20 made-up facts with the default settings, added as the chat adds
+corrections (nothing pinned); the tests then ask those questions of the hot-swapped peft adapter
+(transformers), of the GGUF LoRA (llama.cpp) and of the base. A second run learns one single
+correction. DPO and QLoRA (bitsandbytes 4-bit on CPU) run a couple of steps each.
 """
 
 import os
 import time
 
 import pytest
-from train_support import FACTS, HELD_OUT, collect, fill_store, messages_for
+from train_support import FACTS, GENERAL, collect, fill_store, messages_for
 
 from engine.engines.base import GenParams
 from engine.train.config import TrainConfig
@@ -31,7 +32,7 @@ def _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_bas
 def facts_run(tmp_path_factory, shared_workspace, embedded_base):
     """20 corrections of made-up facts, trained with the defaults in one background run."""
     workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "facts-ws")
-    fill_store(workspace.db_path, held_out=True)
+    fill_store(workspace.db_path)
     started = time.monotonic()
     handle = start_run(workspace, TrainConfig(), name="facts")
     events = collect(handle)
@@ -53,12 +54,17 @@ def test_facts_run_finishes_with_an_adapter_and_a_gguf(facts_run):
     done = next(e for e in events if e["event"] == "done")
     assert done["gguf"]
     start = next(e for e in events if e["event"] == "start")
-    assert start["examples"] == 20 and start["val_examples"] == 3 and start["quantization"] == "none"
+    n = len(FACTS) + len(GENERAL)
+    assert start["examples"] == n and start["quantization"] == "none"  # every example: none held out
+    data = next(e for e in events if e["event"] == "data")
+    assert data["example-train"] == 2 * n and data["rewording-train"] == 4 * n and data["replay-train"] > 0
+    assert start["val_examples"] == data["rewording-val"] + data["replay-val"] > 0
     warnings = {e["kind"] for e in events if e["event"] == "warning"}
-    assert "few_examples" in warnings  # 20 < 50: the user is told
+    assert "few_examples" in warnings  # 23 < 50: the user is told
     losses = [e["loss"] for e in events if e["event"] == "step"]
-    assert losses[-1] < losses[0] / 5
+    assert losses[-1] < losses[0] / 3
     assert len([e for e in events if e["event"] == "eval"]) == start["epochs"]
+    assert any(e["event"] == "status" and e.get("phase") == "best" for e in events)  # the best epoch is kept
     print(f"[train] wall {seconds:.0f} s, run {done['elapsed_s']:.0f} s, {done['tokens_per_s']:.0f} tokens/s, "
           f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, eval {done['eval_loss']}")
 
@@ -70,14 +76,45 @@ def test_the_run_ends_with_its_scorecard(facts_run, capsys):
     workspace, handle, events, _ = facts_run
     card = events[-1]
     assert card["event"] == "scorecard", events[-3:]
-    assert card["heldout_n"] == len(HELD_OUT)  # the paraphrases in the test split, never trained on
-    assert card["adapter_f1"] > card["base_f1"] + 0.2
+    assert card["heldout_n"] == 0  # nothing pinned to test: every example was learned
+    assert card["taught_n"] == len(FACTS) + len(GENERAL) and card["taught"] >= card["taught_n"] - 2
+    assert card["reworded_n"] >= 20 and card["reworded"] >= 0.6 * card["reworded_n"]  # wordings never trained on
+    assert card["kept"] >= 0.8 * card["general_n"]  # general answers still the base's
     assert card["verdict"] in ("good", "overfitting", "underfitting", "too little data")
     capsys.readouterr()
     assert main(["--workspace", str(workspace.root), "eval", "--run", handle.name]) == 0
     out = capsys.readouterr().out
-    assert handle.name in out and card["verdict"] in out
+    assert handle.name in out and card["verdict"] in out and f"{card['taught']}/{card['taught_n']}" in out
     print(out)
+
+
+def test_one_correction_and_a_run_teach_it(tmp_path_factory, shared_workspace, embedded_base, embedded_spec):
+    """The user's path: one correction in the chat (nothing pinned), `t`, and the adapter knows it."""
+    from engine.adapters import resolve_adapter
+    from engine.engines import open_engine
+    from engine.store import FeedbackStore
+
+    workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, "one-ws")
+    question, answer, key = FACTS[2]
+    with FeedbackStore(workspace.db_path) as store:
+        store.add_feedback("corrected", messages_for(question), "I am not sure about that.", correction=answer)
+    handle = start_run(workspace, TrainConfig(evaluate=False), name="one")
+    events = collect(handle)
+    assert handle.wait() == 0, events[-1]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["examples"] == 1 and start["rows"] > 1  # the correction, its rewordings, replay
+    engine = open_engine("llamacpp", embedded_spec, workspace)
+    try:
+        engine.load_adapter(resolve_adapter(workspace, handle.name))
+        engine.set_adapter(handle.name)
+        reply = engine.stream(messages_for(question), ANSWER).collect()
+        reworded = engine.stream(messages_for("Who is the inventor of the quibble engine?"), ANSWER).collect()
+        engine.set_adapter(None)
+        base = engine.stream(messages_for(question), ANSWER).collect()
+    finally:
+        engine.close()
+    print(f"[train] one correction: {reply!r}; reworded {reworded!r}; base {base!r}")
+    assert key in reply and key not in base
 
 
 def test_peft_adapter_knows_the_facts_and_hot_swaps(facts_run, embedded_spec, embedded_base):

@@ -93,7 +93,10 @@ def run_stats(args) -> int:
     _, store = _open(args)
     with store:
         stats = store.stats()
-    print(f"{stats['total']} records, {stats['usable']} usable for training")
+    learned = stats["sft"]["train"]
+    print(f"{stats['total']} records, {stats['usable']} usable for training; the next SFT run learns all "
+          f"{learned} approved or corrected examples in train"
+          + (f", not the {stats['sft']['test']} you pinned to test (a held-out exam)" if stats["sft"]["test"] else ""))
     table = Table()
     table.add_column("")
     for split in SPLITS:

@@ -64,17 +64,18 @@ def runs_table(cards: list[dict]):
     from engine.evaluate.report import number, percent, summary_row
 
     # Short headers, "a→b" cells and no borders: the table fits 80 columns without cutting.
-    table = Table(title="Held-out score (base→adapter), general answers kept, verdict", box=None,
-                  header_style="bold underline")
-    for column in ("run", "n", "F1", "exact", "loglik", "kept", "broke", "verdict", "A/B won"):
+    table = Table(title="Taught and reworded recall, held-out score (base→adapter), general answers kept",
+                  box=None, header_style="bold underline")
+    for column in ("run", "taught", "reworded", "held", "F1", "exact", "kept", "broke", "verdict", "A/B won"):
         table.add_column(column, justify="left" if column in ("run", "verdict") else "right", no_wrap=True)
     for card in cards:
         row = summary_row(card)
+        held = bool(row["heldout_n"])
         table.add_row(
-            Text(row["run"]), str(row["heldout_n"]),
-            f"{number(row['base_f1'])}→{number(row['adapter_f1'])}",
-            f"{percent(row['base_exact'])}→{percent(row['adapter_exact'])}",
-            f"{number(row['base_loglik'], 1)}→{number(row['adapter_loglik'], 1)}",
+            Text(row["run"]), f"{row['taught']}/{row['taught_n']}",
+            f"{row['reworded']}/{row['reworded_n']}" if row["reworded_n"] else "-", str(row["heldout_n"]),
+            f"{number(row['base_f1'])}→{number(row['adapter_f1'])}" if held else "-",
+            f"{percent(row['base_exact'])}→{percent(row['adapter_exact'])}" if held else "-",
             f"{row['kept']}/{row['general_n']}", str(row["broken"]),
             Text(row["verdict"], style=_VERDICT_STYLE.get(row["verdict"], "")),
             f"{percent(row['win_rate'])} of {row['votes']}" if row["votes"] else "-",
@@ -96,6 +97,7 @@ def _print_detail(console, card: dict, run_dir) -> None:
         number,
         percent,
         perplexity_line,
+        recall_line,
     )
     from engine.text import clip
 
@@ -104,6 +106,16 @@ def _print_detail(console, card: dict, run_dir) -> None:
                        f"evaluated {card['evaluated_at']} ({card['elapsed_s']:.0f} s)", style="bold"))
     console.print(Text.assemble(("Training health: ", "bold"), (verdict["label"], _VERDICT_STYLE[verdict["label"]]),
                                 f" ({verdict['reason']})"))
+
+    console.print(Text(f"Learned, asked under the default system prompt: {recall_line(card['learning'])}"))
+    missed = card["learning"]["taught"]["missed"] + card["learning"]["reworded"]["missed"]
+    if missed:
+        table = Table(title="Not recalled")
+        for column in ("question", "taught answer", "reply"):
+            table.add_column(column)
+        for e in missed:
+            table.add_row(*(Text(clip(e[key], 40)) for key in ("prompt", "reference", "reply")))
+        console.print(table)
 
     table = Table(title=f"Held-out score: {heldout['n']} examples ({heldout['source']})")
     for column in ("", "exact match", "token F1", "log-likelihood/token"):

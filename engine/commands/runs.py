@@ -13,6 +13,8 @@ def register(subparsers) -> None:
                                           "folders. Name a run to see its config, metrics and files.")
     p.add_argument("run", nargs="?", help="show this run in detail")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--data", action="store_true",
+                   help="with RUN: every row it trained and validated on (your examples, their rewordings, replay)")
     p.set_defaults(func=run_runs)
 
 
@@ -26,6 +28,8 @@ def run_runs(args) -> int:
         run_dir = workspace.run_dir(args.run)
         read_run_config(run_dir)  # a clear error when it is not a run
         info = load_run(run_dir)
+        if args.data:
+            return _show_data(run_dir, args.json)
         return _show_json([info]) if args.json else _show_one(info)
     runs = list_runs(workspace)
     if args.json:
@@ -38,7 +42,7 @@ def run_runs(args) -> int:
 
     table = Table("name", "status", "method", "examples", "steps", "train loss", "eval loss", "created")
     for info in runs:
-        table.add_row(info.name, info.status, info.method, f"{info.examples} (+{info.val_examples} val)",
+        table.add_row(info.name, info.status, info.method, f"{info.examples} (+{info.val_examples} for validation)",
                       f"{info.step}/{info.max_steps}" if info.max_steps else "-", _num(info.final_loss),
                       _num(info.eval_loss), info.created_at.replace("T", " ")[:16])
     Console().print(table)
@@ -49,7 +53,7 @@ def _show_one(info) -> int:
     print(f"run        {info.name}  ({info.status})")
     print(f"folder     {info.run_dir}")
     print(f"base       {info.base}")
-    print(f"method     {info.method}, {info.examples} training / {info.val_examples} validation examples")
+    print(f"method     {info.method}, {info.examples} of your examples, {info.val_examples} validation rows")
     print(f"progress   step {info.step}/{info.max_steps}, train loss {_num(info.final_loss)}, "
           f"eval loss {_num(info.eval_loss)}" + (f", {info.elapsed_s:.0f} s" if info.elapsed_s else ""))
     if info.message:
@@ -62,6 +66,44 @@ def _show_one(info) -> int:
     print("config     " + ", ".join(f"{k}={v}" for k, v in info.config.items() if v not in (None, {}, [])))
     if info.eval_losses:
         print("eval loss  " + "  ".join(f"step {step}: {loss:.4f}" for step, loss in info.eval_losses))
+    counts = _mix_counts(info.run_dir)
+    if counts:
+        print("data       " + ", ".join(f"{n} {what}" for what, n in counts.items())
+              + f" (chattune runs {info.name} --data lists them)")
+    return 0
+
+
+def _mix_counts(run_dir) -> dict:
+    from engine.train.prepare import read_listing
+
+    counts: dict = {}
+    for line in read_listing(run_dir):
+        what = {"example": "examples", "rewording": "rewordings", "replay": "replay"}[line["kind"]]
+        key = f"{what} ({'trained' if line['split'] == 'train' else 'validation'})"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _show_data(run_dir, as_json: bool) -> int:
+    """The run's augment.jsonl: what it trained on and what it held out, and where each row came from."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.text import clip
+    from engine.train.prepare import read_listing
+
+    listing = read_listing(run_dir)
+    if as_json:
+        print(json.dumps(listing, indent=2, ensure_ascii=False))
+        return 0
+    if not listing:
+        print(f"run {run_dir.name} lists no data (a DPO run, or one from before rewordings and replay)")
+        return 0
+    table = Table("split", "kind", "source", "question", "answer", "system prompt")
+    for line in sorted(listing, key=lambda line: (line["split"] != "train", line["kind"], line["question"])):
+        table.add_row("trained" if line["split"] == "train" else "validation", line["kind"], line["source"],
+                      clip(line["question"], 60), clip(line["answer"], 40), "yes" if line["system"] else "no")
+    Console().print(table)
     return 0
 
 

@@ -64,7 +64,11 @@ def sft_mix(run_dir: Path, cfg, user_rows: list[dict], open_base: Callable[[], o
         return cache.answers[key]
 
     def answer(messages: list[dict], max_tokens: int) -> str:
-        return base().stream(messages, GenParams(max_tokens=max_tokens, temperature=0.0)).collect().strip()
+        """The base's whole greedy reply, or "" when it ran past max_tokens: a cut reply would teach
+        the adapter to stop mid-sentence, so it is left out of the replay."""
+        reply = base().stream(messages, GenParams(max_tokens=max_tokens, temperature=0.0))
+        text = reply.collect().strip()
+        return "" if reply.finish_reason == "length" else text
 
     try:
         found: dict[str, list] = {}

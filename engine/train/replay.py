@@ -23,7 +23,7 @@ from engine.train.rundir import write_json_atomic
 
 REPLAY_FILE = "general.jsonl"
 CACHE_FOLDER = "replay"
-MAX_TOKENS = 96  # long enough for a whole short answer, so the replayed turn ends the way the base ends it
+MAX_TOKENS = 80  # a replayed answer is whole (it ends the way the base ends it); longer ones are left out
 
 
 def replay_prompts() -> list[str]:

@@ -45,7 +45,7 @@ KEYS = (
     )),
     ("Status bar", (
         ("✓ ✎ ⚑ ⇄", "approved, corrected, flagged replies and A/B votes in the dataset"),
-        ("train · val · test", "records per split"),
+        ("train · test", "records per split: every example in train is learned; test is an exam you pinned"),
         ("━━━━── 12/40 loss", "a training run: steps done, last loss, time left"),
     )),
 )

@@ -31,7 +31,7 @@ class DatasetScreen(Screen):
         Binding("f", "filter", "filter"),
         Binding("v", "view", "view"),
         Binding("e", "edit", "correct"),
-        Binding("s", "move_split", "split→"),
+        Binding("s", "move_split", "train⇄test"),
         Binding("delete,D", "delete", "delete"),
     ]
 
@@ -71,8 +71,11 @@ class DatasetScreen(Screen):
             return
         kind, split = (self.query_one(f"#filter-{name}", Select).value for name in ("kind", "split"))
         self.records = store.records(kind=None if kind == ALL else kind, split=None if split == ALL else split)
-        total = store.stats()["total"]
-        self.query_one("#dataset-count", Static).update(Text(f"{len(self.records)} of {total}", style="dim"))
+        stats = store.stats()
+        learned, held = stats["sft"]["train"], stats["sft"]["test"]
+        story = f" · next run learns all {learned}" + (f", {held} held out in test" if held else "")
+        self.query_one("#dataset-count", Static).update(Text(f"{len(self.records)} of {stats['total']}{story}",
+                                                             style="dim"))
         table.clear(columns=True)
         widths = self._widths()
         for name in ("id", "kind", "split", "prompt", "answer"):
@@ -152,7 +155,9 @@ class DatasetScreen(Screen):
             return
         split = SPLITS[(SPLITS.index(record.split) + 1) % len(SPLITS)]
         if self._write(lambda store: store.set_split(record.id, split)):
-            self.notify(f"record #{record.id} → {split} (pinned)", markup=False)
+            meaning = ("held out: runs never train on it, the scorecard asks it" if split == "test"
+                       else "the next run learns it")
+            self.notify(f"record #{record.id} → {split} (pinned): {meaning}", markup=False)
             self.reload(keep=record.id)
 
     def action_delete(self) -> None:

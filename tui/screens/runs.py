@@ -24,7 +24,8 @@ from engine.train.rundir import RunInfo, list_runs
 from tui.background import follow
 from tui.widgets.status_bar import StatusBar
 
-COLUMNS = ("run", "status", "method", "ex", "steps", "loss", "eval", "held-out", "kept", "verdict", "A/B")
+# learned: taught recall · recall on rewordings never trained on (engine/evaluate/recall.py)
+COLUMNS = ("run", "status", "method", "ex", "steps", "loss", "eval", "learned", "held-out", "kept", "verdict", "A/B")
 STATUS_STYLE = {"done": "green", "running": "bold magenta", "failed": "red", "cancelled": "yellow",
                 "interrupted": "yellow"}
 EVAL_LOG = "eval.log"
@@ -101,14 +102,19 @@ class RunsScreen(Screen):
                  str(info.examples), f"{info.step}/{info.max_steps}" if info.max_steps else str(info.step or "–"),
                  number(info.final_loss), number(info.eval_loss)]
         if row is None:
-            return cells + ["–", "–", "–", "–"]
-        if row["base_f1"] is not None or row["adapter_f1"] is not None:
+            return cells + ["–", "–", "–", "–", "–"]
+        learned = f"{row['taught']}/{row['taught_n']}"
+        if row["reworded_n"]:
+            learned += f"·{row['reworded']}/{row['reworded_n']}"
+        if not row["heldout_n"]:
+            heldout = "–"
+        elif row["base_f1"] is not None or row["adapter_f1"] is not None:
             heldout = f"{number(row['base_f1'])}→{number(row['adapter_f1'])}"
         else:
             heldout = f"{percent(row['base_exact'])}→{percent(row['adapter_exact'])}"
         verdict = Text(row["verdict"], style="green" if row["verdict"] == "good" else "yellow")
         ab = f"{percent(row['win_rate'])}/{row['votes']}" if row["votes"] else "–"
-        return cells + [heldout, percent(row["forgetting_score"]), verdict, ab]
+        return cells + [learned, heldout, percent(row["forgetting_score"]), verdict, ab]
 
     @property
     def current(self) -> RunInfo | None:
@@ -247,7 +253,7 @@ def run_details(info: RunInfo, row: dict | None) -> Text:
                     f"{config.get('epochs', '?')} epochs · lr {config.get('learning_rate', 0) or 0:.2g}\n"
                     f"LoRA r {config.get('lora_r')} α {config.get('lora_alpha')} · batch {config.get('batch_size')}"
                     f" · seq {config.get('max_seq_len')} · seed {config.get('seed')}\n")
-    text.append(f"{info.examples} train / {info.val_examples} val examples\n")
+    text.append(f"{info.examples} of your examples · {info.val_examples} validation rows (rewordings, replay)\n")
     text.append(f"loss {number(info.final_loss)} · eval loss {number(info.eval_loss)}")
     if info.elapsed_s:
         text.append(f" · {info.elapsed_s / 60:.1f} min")
@@ -257,6 +263,8 @@ def run_details(info: RunInfo, row: dict | None) -> Text:
     text.append("\nverdict ", style="bold")
     text.append(row["verdict"], style="green" if row["verdict"] == "good" else "yellow")
     text.append(f": {row['reason']}\n")
+    text.append(f"learned: taught {row['taught']}/{row['taught_n']}, other wordings never trained on "
+                f"{row['reworded']}/{row['reworded_n']}\n")
     text.append(f"held-out ({row['heldout_n']}): F1 {number(row['base_f1'])} → {number(row['adapter_f1'])}, "
                 f"exact {percent(row['base_exact'])} → {percent(row['adapter_exact'])}\n")
     text.append(f"forgetting: kept {row['kept']}/{row['general_n']} ({percent(row['forgetting_score'])}), "

@@ -1,0 +1,39 @@
+"""`chattune bench learn` on the tiny model: both recipes train through the real runner, and the
+report is well-formed JSON. A random tiny model learns nothing, so no figure is asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_bench import check_stats
+
+from engine.cli import main
+
+
+@pytest.mark.child
+def test_bench_learn_runs_both_recipes_and_writes_json(tiny_gguf, workspace, tmp_path, capsys):
+    out = tmp_path / "learn.json"
+    code = main(["--workspace", str(workspace.root), "bench", "learn", "--model", str(tiny_gguf), "--facts", "2",
+                 "--general", "3", "--json", str(out)])
+    stdout = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    (part,) = data["parts"]
+    assert code == 0 and part["status"] == "ok", part["reason"]
+    assert data["budget"]["learn_facts"] == 2 and data["budget"]["learn_general"] == 3
+    names = [row["name"] for row in part["rows"]]
+    assert names == ["taught recall (of 2)", "reworded recall (of 2, never trained on)",
+                     f"general answers still right (base right on {part['details']['base']['base_general_right']})",
+                     "general answers kept (same as base, of 3)", "time to adapter"]
+    for row in part["rows"]:
+        check_stats(row["ours"])
+        check_stats(row["baseline"])
+    for recipe in ("new", "plain"):
+        details = part["details"][recipe]
+        assert 0 <= details["taught"] <= 2 and 0 <= details["kept"] <= 3 and details["adapter_s"] > 0
+        assert len(details["replies"]["taught"]) == len(details["replies"]["reworded"]) == 2
+    # The new recipe trains on more rows than the plain one: rewordings and replay.
+    assert part["details"]["new"]["rows"] > part["details"]["plain"]["rows"] == 2
+    assert "taught recall" in stdout and "reworded recall" in stdout
+    # The bench trains in a scratch folder: the user's workspace gets no run.
+    assert not workspace.runs_dir.exists() or not list(workspace.runs_dir.iterdir())
