@@ -174,6 +174,7 @@ def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:
 
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    _restore_special_tokens(tokenizer, gguf_path)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # A model loaded from GGUF refuses save_pretrained while it still carries the GGUF quantizer.
     model.hf_quantizer = None
@@ -182,3 +183,16 @@ def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "chattune-source.json").write_text(json.dumps({"gguf": str(gguf_path)}, indent=2))
+
+
+def _restore_special_tokens(tokenizer, gguf_path: Path) -> None:
+    """Name BOS/EOS/UNK/PAD from the GGUF header's ids where transformers left them unset: it does for
+    a GGUF without a chat template (a base model), and training then has no EOS to end a turn or pad."""
+    from engine.model_catalog import read_gguf_header
+
+    fields = read_gguf_header(gguf_path).fields
+    for attr, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                      ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+        token_id = fields.get(f"tokenizer.ggml.{key}")
+        if getattr(tokenizer, attr) is None and isinstance(token_id, int) and 0 <= token_id < len(tokenizer):
+            setattr(tokenizer, attr, tokenizer.convert_ids_to_tokens(token_id))
