@@ -33,6 +33,7 @@ class FakeEngine:
         self._active: str | None = None
         self.seen: list[list[dict]] = []  # the messages of every stream() call
         self.closed = False
+        self.children_busy = False  # set_load: a training or export child runs
         self._busy = threading.Lock()  # the real engines are not re-entrant either
 
     def stream(self, messages: list[dict], params: GenParams = DEFAULTS) -> ReplyStream:
@@ -69,6 +70,9 @@ class FakeEngine:
 
     def which(self) -> str:
         return speaker_label(self._active)
+
+    def set_load(self, busy: bool) -> None:
+        self.children_busy = busy
 
     def adapters(self) -> list[str]:
         return list(self._loaded)

@@ -10,11 +10,32 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from weakref import WeakKeyDictionary
+
+# app -> how many children it follows now. While any runs, the chat engine keeps to its share of the
+# cores (ggml's spin-waiting threads next to a busy child would slow both down many times over).
+_followed: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def children_running(app) -> bool:
+    return _followed.get(app, 0) > 0
+
+
+def _count_child(app, step: int) -> None:
+    """UI thread: one child more (1) or fewer (-1); the engine hears of it at once."""
+    _followed[app] = max(0, _followed.get(app, 0) + step)
+    if app.engine is not None:
+        app.engine.set_load(children_running(app))
 
 
 def follow(app, name: str, items: Callable[[], Iterable], on_item: Callable, on_end: Callable) -> threading.Thread:
-    """Read `items()` on a daemon thread; call `on_item(item)` for each and then `on_end(error)` on the
-    UI thread (`error` is the exception that stopped the reading, or None)."""
+    """UI thread: read `items()` (a child's events) on a daemon thread; call `on_item(item)` for each and
+    then `on_end(error)` on the UI thread (`error` is the exception that stopped the reading, or None).
+    The chat engine keeps to its share of the cores from now until `on_end`."""
+
+    def ended(error: Exception | None) -> None:
+        _count_child(app, -1)
+        on_end(error)
 
     def run() -> None:
         error = None
@@ -24,7 +45,9 @@ def follow(app, name: str, items: Callable[[], Iterable], on_item: Callable, on_
                     return
         except Exception as err:  # noqa: BLE001 -- shown to the user by on_end
             error = err
-        _deliver(app, on_end, error)
+        _deliver(app, ended, error)
+
+    _count_child(app, 1)
 
     thread = threading.Thread(target=run, name=f"chattune-{name}", daemon=True)
     thread.start()

@@ -32,6 +32,7 @@ class ReplyStream:
 
     `speaker` is fixed when the reply starts ('base' or 'adapter NAME'). After iteration,
     `finish_reason` is 'stop' (EOS or stop string), 'length' (max_tokens) or 'cancelled'.
+    `dropped` counts the oldest messages left out of the prompt to fit the model's context.
     """
 
     pieces: Iterator[str]
@@ -39,6 +40,7 @@ class ReplyStream:
     finish_reason: str | None = None
     n_tokens: int = 0
     text: str = ""
+    dropped: int = 0
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def __iter__(self) -> Iterator[str]:
@@ -67,7 +69,11 @@ class ChatEngine(Protocol):
     kind: str  # "llamacpp" or "transformers"
 
     def stream(self, messages: list[dict], params: GenParams = GenParams()) -> ReplyStream:
-        """Reply to `messages` (chat messages, system included) with the active adapter (or base)."""
+        """Reply to `messages` (chat messages, system included) with the active adapter (or base). The
+        oldest turns leave the prompt when the conversation outgrows the context (ReplyStream.dropped)."""
+
+    def set_load(self, busy: bool) -> None:
+        """A training or export child started (True: keep to a share of the cores) or the last one ended."""
 
     def load_adapter(self, adapter) -> None:
         """Load an engine.adapters.AdapterRef without making it active. The base is not reloaded."""

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from engine.adapters import AdapterRef
 from engine.engines.adapter_slots import AdapterSlots
 from engine.engines.base import GenParams, ReplyStream
+from engine.engines.context import fit_context, reply_room
+from engine.engines.cores import CoreShare
 from engine.errors import AdapterError, ChattuneError, ModelNotFound
 from engine.hardware import GPU_LAYERS_ENV, gpu_layers
 from engine.prompts import template_override
@@ -72,10 +74,19 @@ def load_placed(make, path: str, layers: int, **kwargs):
     return make(path, n_gpu_layers=0, **kwargs), f"{why}: llama.cpp runs on the CPU"
 
 
-class LlamaCppEngine(AdapterSlots):
+class ParkedSide:
+    """The KV cache of a side (base or an adapter) that is not in effect: its tokens and llama.cpp's copy
+    of their keys and values (sequence 0), so that switching back re-reads only what is new."""
+
+    def __init__(self, tokens, state):
+        self.tokens = tokens
+        self.state = state
+
+
+class LlamaCppEngine(AdapterSlots, CoreShare):
     kind = "llamacpp"
 
-    def __init__(self, spec, workspace=None, template: str | None = None):
+    def __init__(self, spec, workspace=None, template: str | None = None, n_ctx: int = MAX_CTX):
         if not spec.is_gguf:
             raise ChattuneError(
                 f"the llama.cpp engine needs a GGUF model, and {spec.name} is a Hugging Face folder",
@@ -83,7 +94,7 @@ class LlamaCppEngine(AdapterSlots):
             )
         override = template_override(template) if template else None  # a bad name fails before the load
         try:
-            self._llm = load_llama(str(spec.path))
+            self._llm = load_llama(str(spec.path), n_ctx=n_ctx)
         except ValueError as err:
             raise ModelNotFound(
                 f"llama.cpp could not load {spec.path}: {err}",
@@ -102,8 +113,11 @@ class LlamaCppEngine(AdapterSlots):
         # Past the training context the model degrades, so that is the limit even if n_ctx is larger.
         self._n_ctx = min(llm.n_ctx(), llm._model.n_ctx_train())
         self._loaded: dict[str, object] = {}  # name -> llama_adapter_lora pointer
+        self._parked: dict[str | None, ParkedSide] = {}  # the side last left (one: A/B has two sides)
         self._init_slots()
+        self._init_cores(workspace.runs_dir if workspace is not None else None)
         self.last_tokens: list[int] = []  # token ids of the latest reply (parity checks, benchmarks)
+        self.last_prompt_evaluated = 0  # prompt tokens the latest reply evaluated (the rest was cached)
 
     def _token_text(self, token: int) -> str:
         return self._llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
@@ -118,15 +132,17 @@ class LlamaCppEngine(AdapterSlots):
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     def stream(self, messages: list[dict], params: GenParams = DEFAULT_PARAMS) -> ReplyStream:
-        tokens = self.prompt_tokens(messages)
-        room = self._n_ctx - len(tokens)
-        if room <= 0:
-            raise ChattuneError(
-                f"the conversation is {len(tokens)} tokens, more than the model's context of {self._n_ctx}",
-                "start a new chat or shorten the messages",
-            )
-        reply = ReplyStream(iter(()), self._begin_reply())
-        reply.pieces = self._pieces(tokens, min(params.max_tokens, room), params, reply)
+        rendered = {}
+
+        def count(kept: list[dict]) -> int:
+            rendered[len(kept)] = self.prompt_tokens(kept)
+            return len(rendered[len(kept)])
+
+        kept, dropped, n_prompt = fit_context(messages, count, self._n_ctx, reply_room(params.max_tokens, self._n_ctx))
+        tokens = rendered[len(kept)]
+        self._look_at_load()
+        reply = ReplyStream(iter(()), self._begin_reply(), dropped=dropped)
+        reply.pieces = self._pieces(tokens, min(params.max_tokens, self._n_ctx - n_prompt), params, reply)
         return reply
 
     def _pieces(self, tokens: list[int], max_tokens: int, params: GenParams, reply: ReplyStream) -> Iterator[str]:
@@ -135,10 +151,16 @@ class LlamaCppEngine(AdapterSlots):
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
         self.last_tokens = []
         try:
+            self._follow_load()
             if params.temperature > 0:
                 llm.set_seed(params.seed)
-            for token in llm.generate(tokens, temp=params.temperature, top_p=params.top_p, top_k=0,
-                                      min_p=0.0, repeat_penalty=1.0):
+            self._lib.llama_perf_context_reset(llm.ctx)  # counts the prompt tokens evaluated, not reused
+            for i, token in enumerate(llm.generate(tokens, temp=params.temperature, top_p=params.top_p, top_k=0,
+                                                   min_p=0.0, repeat_penalty=1.0)):
+                if i == 0:  # the prompt is in: llama.cpp's counters say how much of it was not cached
+                    perf = self._lib.llama_perf_context(llm.ctx)
+                    self.last_prompt_evaluated = perf.n_p_eval + perf.n_eval - 1  # each reads at least 1
+                self._follow_load()  # a child started: the next token already leaves it its cores
                 if self._lib.llama_vocab_is_eog(vocab, token):  # EOS or the template's end-of-turn
                     reply.finish_reason = "stop"
                     break
@@ -172,8 +194,11 @@ class LlamaCppEngine(AdapterSlots):
             self._loaded[adapter.name] = handle
 
     def _apply(self, name: str | None) -> None:
-        """Put an adapter (None: none) on the context. No reload of the base."""
+        """Put an adapter (None: none) on the context. No reload of the base. The KV cache holds keys and
+        values computed with the other weights: the side left keeps them parked, and the side taken gets
+        back its own, so a reply re-reads only what it has not seen."""
         lib = self._lib
+        leaving = self._park()
         if name is None:
             failed = lib.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
         else:
@@ -181,7 +206,38 @@ class LlamaCppEngine(AdapterSlots):
             failed = lib.llama_set_adapters_lora(self._llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         if failed:
             raise AdapterError(f"llama.cpp refused to apply adapter {name!r}", "reload the model")
-        self._llm.reset()  # the KV cache holds keys and values computed with the other weights
+        self._llm.reset()  # n_tokens 0, and the next reply evaluates at least its last token
+        self._clear_kv()
+        back = self._parked.pop(name, None)
+        if back is not None:
+            self._unpark(back)
+        self._parked = {} if leaving is None else {self._applied: leaving}
+
+    def _park(self) -> ParkedSide | None:
+        llm, lib = self._llm, self._lib
+        n = llm.n_tokens
+        if n == 0:
+            return None
+        size = lib.llama_state_seq_get_size(llm.ctx, 0)
+        state = (ctypes.c_uint8 * size)()
+        if lib.llama_state_seq_get_data(llm.ctx, state, size, 0) != size:
+            return None
+        return ParkedSide(llm.input_ids[:n].copy(), state)
+
+    def _unpark(self, side: ParkedSide) -> None:
+        llm = self._llm
+        if not self._lib.llama_state_seq_set_data(llm.ctx, side.state, len(side.state), 0):
+            self._clear_kv()  # a partial restore must not pass for a cache
+            return
+        n = len(side.tokens)
+        llm.input_ids[:n] = side.tokens
+        llm.n_tokens = n
+
+    def _clear_kv(self) -> None:
+        self._lib.llama_memory_seq_rm(self._lib.llama_get_memory(self._llm.ctx), 0, -1, -1)
+
+    def _use_threads(self, n: int) -> None:
+        self._lib.llama_set_n_threads(self._llm.ctx, n, n)
 
     def close(self) -> None:
         with self._lock:
@@ -191,5 +247,6 @@ class LlamaCppEngine(AdapterSlots):
             for handle in self._loaded.values():
                 self._lib.llama_adapter_lora_free(handle)
             self._loaded.clear()
+            self._parked.clear()
             self._llm.close()
             self._llm = None

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from engine.adapters import AdapterRef
 from engine.engines.adapter_slots import AdapterSlots
 from engine.engines.base import GenParams, ReplyStream
-from engine.errors import AdapterError, ChattuneError, ModelNotFound
+from engine.engines.context import common_prefix, fit_context, reply_room
+from engine.engines.cores import CoreShare
+from engine.errors import AdapterError, ModelNotFound
 from engine.prompts import template_override
 from engine.templates import model_template, render_chat
 
@@ -26,7 +28,7 @@ def pick_device():
     return "cpu", torch.float32
 
 
-class TransformersEngine(AdapterSlots):
+class TransformersEngine(AdapterSlots, CoreShare):
     kind = "transformers"
 
     def __init__(self, spec, workspace, template: str | None = None, placement: tuple | None = None):
@@ -56,7 +58,10 @@ class TransformersEngine(AdapterSlots):
         self._loaded: list[str] = []
         self._peft = None  # the PeftModel around self.model, once an adapter is loaded
         self._init_slots()
+        self._init_cores(workspace.runs_dir if workspace is not None else None)
         self.last_tokens: list[int] = []  # token ids of the latest reply, without its end token
+        self.last_prompt_evaluated = 0  # prompt tokens the latest reply evaluated (the rest was cached)
+        self._kv: dict = {}  # side (None: base) -> (its DynamicCache, the token ids the cache holds)
 
     def _end_tokens(self) -> list[int]:
         configured = self.model.generation_config.eos_token_id
@@ -66,21 +71,33 @@ class TransformersEngine(AdapterSlots):
 
     # --- replies --------------------------------------------------------------------------------
 
-    def stream(self, messages: list[dict], params: GenParams = DEFAULT_PARAMS) -> ReplyStream:
+    def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """The rendered chat template as token ids. The template writes BOS itself where the model wants
+        one (as apply_chat_template assumes)."""
         tok = self.tokenizer
         prompt = render_chat(self._template, messages, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
-        # The template writes BOS itself where the model wants one (as apply_chat_template assumes).
-        inputs = tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
-        n_prompt = inputs["input_ids"].shape[1]
-        max_new = params.max_tokens
+        return tok(prompt, add_special_tokens=False)["input_ids"]
+
+    def stream(self, messages: list[dict], params: GenParams = DEFAULT_PARAMS) -> ReplyStream:
+        import torch
+
+        encoded = {}
+
+        def count(kept: list[dict]) -> int:
+            encoded[len(kept)] = self.prompt_tokens(kept)
+            return len(encoded[len(kept)])
+
+        kept, dropped, max_new = messages, 0, params.max_tokens
         if self._max_ctx:
+            kept, dropped, n_prompt = fit_context(messages, count, self._max_ctx,
+                                                  reply_room(params.max_tokens, self._max_ctx))
             max_new = min(max_new, self._max_ctx - n_prompt)
-            if max_new <= 0:
-                raise ChattuneError(
-                    f"the conversation is {n_prompt} tokens, more than the model's context of {self._max_ctx}",
-                    "start a new chat or shorten the messages",
-                )
-        reply = ReplyStream(iter(()), self._begin_reply())
+        else:
+            count(messages)
+        ids = torch.tensor([encoded[len(kept)]], device=self.device)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        self._look_at_load()
+        reply = ReplyStream(iter(()), self._begin_reply(), dropped=dropped)
         reply.pieces = self._pieces(inputs, max_new, params, reply)
         return reply
 
@@ -89,9 +106,11 @@ class TransformersEngine(AdapterSlots):
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         stop = threading.Event()
+        follow_load = self._follow_load
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
+                follow_load()  # between two tokens, on the generating thread (torch's count is per thread)
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -100,14 +119,17 @@ class TransformersEngine(AdapterSlots):
             torch.manual_seed(params.seed)
             sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         result: dict = {}
+        cache, reused = self._cache_for(inputs["input_ids"][0].tolist())
+        self.last_prompt_evaluated = inputs["input_ids"].shape[1] - reused
 
         def generate():
             try:
+                torch.set_num_threads(self.threads)  # this new thread starts from torch's process-wide count
                 with torch.inference_mode():
                     result["out"] = self.model.generate(
                         **inputs, streamer=streamer, max_new_tokens=max_new, eos_token_id=self._eos_ids,
                         pad_token_id=self.tokenizer.pad_token_id or self._eos_ids[0],
-                        stopping_criteria=StoppingCriteriaList([Cancelled()]), **sampling,
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]), past_key_values=cache, **sampling,
                     )
             except BaseException as err:  # handed to the reading thread, which re-raises it
                 result["error"] = err
@@ -122,6 +144,7 @@ class TransformersEngine(AdapterSlots):
             worker.join()
             if "error" in result:
                 raise result["error"]
+            self._kv[self._applied] = (cache, result["out"][0, :cache.get_seq_length()].tolist())
             new = result["out"][0, inputs["input_ids"].shape[1]:].tolist()
             ended = bool(new) and new[-1] in self._eos_ids
             reply.n_tokens = len(new) - ended
@@ -165,7 +188,10 @@ class TransformersEngine(AdapterSlots):
             self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False, torch_device=self.device)
 
     def _apply(self, name: str | None) -> None:
-        """Make an adapter (None: none) the active one."""
+        """Make an adapter (None: none) the active one. Each side keeps its own KV cache: the one taken
+        and the one left (A/B has two sides)."""
+        if name != self._applied:
+            self._kv = {side: kv for side, kv in self._kv.items() if side in (name, self._applied)}
         if self._peft is None:
             return
         if name is None:
@@ -173,6 +199,25 @@ class TransformersEngine(AdapterSlots):
         else:
             self._peft.set_adapter(name)
             self._peft.base_model.enable_adapter_layers()
+
+    def _cache_for(self, ids: list[int]):
+        """(cache, tokens reused): the side's KV cache cut back to what it shares with the prompt `ids`
+        (its last token is always read again, for the next token's logits), or a new cache."""
+        from transformers import DynamicCache
+
+        cache, held = self._kv.pop(self._applied, (None, []))
+        reused = min(common_prefix(held, ids), len(ids) - 1)
+        if cache is None or reused <= 0 or not cache.is_croppable:
+            return DynamicCache(config=self.model.config), 0
+        extra = cache.get_seq_length() - reused
+        if extra:
+            cache.crop(-extra)  # a negative count: that many tokens off the end
+        return cache, reused
+
+    def _use_threads(self, n: int) -> None:
+        import torch
+
+        torch.set_num_threads(n)
 
     def close(self) -> None:
         # The peft wrapper holds the model as well: both go, or empty_cache() has nothing to free.

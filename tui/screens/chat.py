@@ -10,6 +10,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -153,7 +154,7 @@ class ChatScreen(Screen):
         finish = "error"
         try:
             with app.engine_lock:
-                finish = stream_into(app, view.reply.context, view, generation)
+                finish = stream_into(app, view.reply.context, view, generation, partial(self._context_trimmed, view))
         finally:
             app.call_from_thread(self._reply_done, view, generation, finish)
 
@@ -163,6 +164,16 @@ class ChatScreen(Screen):
         if not view.reply.speaker:
             view.reply.speaker = self.app.engine.which()
         await view.finish(finish)
+
+    async def _context_trimmed(self, view: ReplyMessage, dropped: int) -> None:
+        """One quiet line per conversation, where it first happened: the oldest messages no longer reach
+        the model. The replies keep their whole context, so what is judged is stored whole."""
+        text = Text(f"⋯ the {dropped} oldest messages no longer fit the model's context and are left out",
+                    style="dim italic")
+        try:
+            self.query_one("#context-note", Static).update(text)
+        except NoMatches:
+            await self.query_one(Conversation).mount(Static(text, id="context-note"), before=view)
 
     def stop(self) -> bool:
         if self.generation is None:
@@ -302,6 +313,7 @@ class ChatScreen(Screen):
         self.stop()
         await self.query(UserMessage).remove()
         await self.query(ReplyMessage).remove()
+        await self.query("#context-note").remove()
         self.query_one(ChatInput).focus()
         self.notify("New conversation.")
 
