@@ -6,6 +6,8 @@
 #
 #   bash scripts/gpu-check.sh [OUT_DIR]     (default: a new folder under /tmp; logs and JSON stay there)
 #   GPU_CHECK_BUDGET_S=480                  the whole run's limit in seconds
+# Setup downloads the CUDA builds (and compiles llama.cpp) unless .venv/ already has them: on a machine
+# without network access, run setup once beforehand; within the budget it then only checks them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${1:-$(mktemp -d /tmp/chattune-gpu-check.XXXXXX)}")
@@ -29,7 +31,7 @@ stage() {
     return
   fi
   started=$(date +%s%N)
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" </dev/null >"$OUT/$name.log" 2>&1
   rc=$?
   $PY "$OUT/check.py" "$name" "$rc" "$(( ($(date +%s%N) - started) / 1000000 ))"
 }
