@@ -16,7 +16,7 @@ from engine.engines.cores import CoreShare
 from engine.errors import AdapterError, ChattuneError, ModelNotFound
 from engine.hardware import GPU_LAYERS_ENV, gpu_layers
 from engine.prompts import template_override
-from engine.templates import model_template, render_chat
+from engine.templates import StopText, choose_template, render_chat
 
 MAX_CTX = 4096
 DEFAULT_PARAMS = GenParams()
@@ -92,7 +92,8 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
                 f"the llama.cpp engine needs a GGUF model, and {spec.name} is a Hugging Face folder",
                 "use --engine transformers, or export the model to GGUF with `chattune export`",
             )
-        override = template_override(template) if template else None  # a bad name fails before the load
+        if template:
+            template_override(template)  # a bad name fails before the load
         try:
             self._llm = load_llama(str(spec.path), n_ctx=n_ctx)
         except ValueError as err:
@@ -107,7 +108,11 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
         self.name = spec.name
         self.gpu_fallback = self._llm.gpu_fallback  # None, or why the CPU runs what the GPU was meant to
         llm = self._llm
-        self._template = override or model_template(llm.metadata.get("tokenizer.chat_template"), spec.name)
+        self.template_choice = choose_template(
+            template, llm.metadata.get("tokenizer.chat_template"), spec.name,
+            family=llm.metadata.get("general.architecture"),
+            has_token=lambda text: len(llm.tokenize(text.encode(), add_bos=False, special=True)) == 1)
+        self._template = self.template_choice.text
         self._bos_text = self._token_text(llm.token_bos())
         self._eos_text = self._token_text(llm.token_eos())
         # Past the training context the model degrades, so that is the limit even if n_ctx is larger.
@@ -149,6 +154,7 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
         llm = self._llm
         vocab = llm._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
+        stops = StopText(self.template_choice.stops)  # a stand-in template: the next turn ends the reply
         self.last_tokens = []
         try:
             self._follow_load()
@@ -161,18 +167,25 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
                     perf = self._lib.llama_perf_context(llm.ctx)
                     self.last_prompt_evaluated = perf.n_p_eval + perf.n_eval - 1  # each reads at least 1
                 self._follow_load()  # a child started: the next token already leaves it its cores
-                if self._lib.llama_vocab_is_eog(vocab, token):  # EOS or the template's end-of-turn
+                # EOS or the template's end-of-turn; with a stand-in template (a base model), any control
+                # token: the base never learned its turn tokens, and a young adapter writes a neighbour.
+                if self._lib.llama_vocab_is_eog(vocab, token) or (
+                        stops.stops and self._lib.llama_vocab_is_control(vocab, token)):
                     reply.finish_reason = "stop"
                     break
                 self.last_tokens.append(token)
                 reply.n_tokens += 1
-                piece = decoder.decode(llm.detokenize([token]))
+                # With turn markers as stops, special tokens are text here so that they can be seen.
+                piece = stops.feed(decoder.decode(llm.detokenize([token], special=bool(stops.stops))))
                 if piece:
                     yield piece
+                if stops.stopped:
+                    reply.finish_reason = "stop"
+                    break
                 if reply.n_tokens >= max_tokens:
                     reply.finish_reason = "length"
                     break
-            tail = decoder.decode(b"", final=True)
+            tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
             if tail:
                 yield tail
         finally:

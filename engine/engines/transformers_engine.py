@@ -13,7 +13,7 @@ from engine.engines.context import common_prefix, fit_context, reply_room
 from engine.engines.cores import CoreShare
 from engine.errors import AdapterError, ModelNotFound
 from engine.prompts import template_override
-from engine.templates import model_template, render_chat
+from engine.templates import StopText, hf_template, render_chat
 
 DEFAULT_PARAMS = GenParams()
 
@@ -38,7 +38,8 @@ class TransformersEngine(AdapterSlots, CoreShare):
 
         from engine.models import trainable_base
 
-        override = template_override(template) if template else None  # a bad name fails before the load
+        if template:
+            template_override(template)  # a bad name fails before the load
         hf_logging.disable_progress_bar()  # weight-loading bars are noise in a chat or a one-line error
         # A GGUF runs here through its cached full-precision copy (built once).
         folder = trainable_base(spec, workspace, progress=lambda msg: print(msg, file=sys.stderr))
@@ -52,7 +53,8 @@ class TransformersEngine(AdapterSlots, CoreShare):
                                 "check the folder is a complete causal-LM with safetensors weights") from err
         self.model.to(self.device).eval()
         self.name = spec.name
-        self._template = override or model_template(self.tokenizer.chat_template, spec.name)
+        self.template_choice = hf_template(folder, self.tokenizer, template, spec.name)
+        self._template = self.template_choice.text
         self._eos_ids = self._end_tokens()
         self._max_ctx = getattr(self.model.config, "max_position_embeddings", None)
         self._loaded: list[str] = []
@@ -67,6 +69,9 @@ class TransformersEngine(AdapterSlots, CoreShare):
         configured = self.model.generation_config.eos_token_id
         ids = set(configured if isinstance(configured, list) else [configured])
         ids.add(self.tokenizer.eos_token_id)
+        # The template's end-of-turn token (Gemma's <end_of_turn> is not its EOS)
+        ids.update(self.tokenizer.convert_tokens_to_ids(t) for t in self.template_choice.end_tokens
+                   if t in self.tokenizer.get_vocab())
         return sorted(i for i in ids if i is not None)
 
     # --- replies --------------------------------------------------------------------------------
@@ -113,7 +118,9 @@ class TransformersEngine(AdapterSlots, CoreShare):
                 follow_load()  # between two tokens, on the generating thread (torch's count is per thread)
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        # With turn markers as stops (a stand-in template), special tokens stay in the text to be seen.
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
+                                        skip_special_tokens=not self.template_choice.stops)
         sampling = {"do_sample": False}
         if params.temperature > 0:
             torch.manual_seed(params.seed)
@@ -138,9 +145,17 @@ class TransformersEngine(AdapterSlots, CoreShare):
         worker = threading.Thread(target=generate, name="chattune-generate", daemon=True)
         worker.start()
         try:
+            stops = StopText(self.template_choice.stops)  # a base model's plain template: the next "User:"
             for piece in streamer:
+                piece = stops.feed(piece)
                 if piece:
                     yield piece
+                if stops.stopped:
+                    stop.set()
+                    break
+            held = stops.flush()
+            if held:
+                yield held
             worker.join()
             if "error" in result:
                 raise result["error"]
@@ -149,7 +164,7 @@ class TransformersEngine(AdapterSlots, CoreShare):
             ended = bool(new) and new[-1] in self._eos_ids
             reply.n_tokens = len(new) - ended
             self.last_tokens = new[:reply.n_tokens]
-            reply.finish_reason = "stop" if ended else "length"
+            reply.finish_reason = "stop" if ended or stops.stopped else "length"
         finally:
             stop.set()  # on cancel: generate() stops at its next step
             worker.join()
