@@ -129,11 +129,6 @@ def choose_template(override: str | None, own: str | None, model_name: str, *, f
                    "family's turn tokens")
 
 
-def model_template(own: str | None, model_name: str) -> str:
-    """The model's own template, else the plain one (kept for engines not yet on choose_template)."""
-    return choose_template(None, own, model_name).text
-
-
 def hf_template(model_dir, tokenizer, override: str | None, model_name: str | None = None) -> TemplateChoice:
     """choose_template for a Hugging Face model folder: its family is the config's model_type (a
     multimodal config keeps the language model's under text_config)."""
