@@ -126,3 +126,13 @@ def test_an_hf_base_folder_gets_the_template_the_chat_gets(gemma_base_dir):
 
     choice = hf_template(gemma_base_dir, AutoTokenizer.from_pretrained(gemma_base_dir), None, "my-gemma")
     assert choice.name == "gemma" and "my-gemma has none" in choice.reason
+
+
+def test_the_modelfile_stops_at_a_family_templates_turn_end_even_without_a_template_line():
+    """Gemma's template (the system prompt folded into the first user turn) has no Ollama TEMPLATE
+    translation; Ollama then uses the GGUF's, and the stop words must still end the turn."""
+    from engine.export.modelfile import modelfile_text
+
+    text, _ = modelfile_text("m.gguf", name="m", template=template_override("gemma"), eos_token="<eos>",
+                             system=None, others=[])
+    assert 'PARAMETER stop "<end_of_turn>"' in text and 'PARAMETER stop "<start_of_turn>"' in text

@@ -113,13 +113,19 @@ def _lit(text: str) -> str:
     return text if "{{" not in text and "}}" not in text else "{{ " + json.dumps(text, ensure_ascii=False) + " }}"
 
 
-def stop_words(fmt: TurnFormat | None, eos_token: str) -> list[str]:
-    """Where a reply ends: the assistant's end of turn, the start of any turn, the EOS token."""
+def stop_words(fmt: TurnFormat | None, eos_token: str, template: str = "") -> list[str]:
+    """Where a reply ends: the assistant's end of turn, the start of any turn, the EOS token, and the
+    turn tokens of a shipped family template the chat template uses (Gemma's, whose shape has no
+    TEMPLATE translation, still stops at <end_of_turn>)."""
+    from engine.templates import TURN_TOKENS
+
     words = []
     if fmt is not None:
         words.append(fmt.suffix["assistant"].strip())
         words.append(os.path.commonprefix(list(fmt.prefix.values())).strip())
     words.append(eos_token.strip())
+    words += [t for tokens in TURN_TOKENS.values() if all(t in template for t in tokens)
+              for t in (tokens[-1], tokens[0])]  # the end of a turn, the opening of the next
     return [w for n, w in enumerate(words) if w and '"' not in w and w not in words[:n]]
 
 
@@ -141,5 +147,5 @@ def modelfile_text(gguf_name: str, *, name: str, template: str | None, eos_token
     system = system if system is not None else (fmt.default_system if fmt else None)
     if system and '"""' not in system:
         lines.append(f'SYSTEM """{system}"""')
-    lines += [f'PARAMETER stop "{word}"' for word in stop_words(fmt, eos_token)]
+    lines += [f'PARAMETER stop "{word}"' for word in stop_words(fmt, eos_token, template or "")]
     return "\n".join(lines) + "\n", fmt
