@@ -13,18 +13,11 @@ GUARD_NOTE = ("both sides load with use_extra_bufts=False: llama.cpp's AMX weigh
 _LOCK = threading.Lock()
 
 
-def engine_threads(engine) -> tuple[int, int]:
-    """(n_threads, n_threads_batch) of our engine's Llama, which the baseline gets too: thread
-    counts change llama.cpp's speed far more than any Python around it. The engine keeps its Llama
-    private, so this reads it."""
-    params = engine._llm.context_params
-    return params.n_threads, params.n_threads_batch
-
-
 def raw_llama(path: Path, threads: tuple[int, int], lora_path: Path | None = None):
-    """`Llama(path, lora_path=..., n_ctx, n_threads, n_threads_batch)` with our engine's context size
-    and threads, and use_extra_bufts=False (see GUARD_NOTE), which Llama() only takes through the
-    default model params it builds."""
+    """`Llama(path, lora_path=..., n_ctx, n_threads, n_threads_batch)` with our engine's context size and
+    threads (`engine.threads`: the thread count changes llama.cpp's speed far more than any Python around
+    it), and use_extra_bufts=False (see GUARD_NOTE), which Llama() only takes through the default model
+    params it builds."""
     import llama_cpp
     from llama_cpp import llama_cpp as lib
 

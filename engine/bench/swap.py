@@ -3,6 +3,7 @@ which is reloading the model with the adapter (llama-cpp-python only takes a LoR
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import time
 from collections.abc import Callable
@@ -13,6 +14,21 @@ from engine.bench.common import Context, PartResult, Row, column, paired, repeat
 from engine.engines.base import GenParams
 
 FIRST_TOKEN = GenParams(max_tokens=1, temperature=0.0)
+TURN_TEN_TARGET = 3.0  # first token after an A/B switch at turn 10, against re-reading the conversation (issue 16)
+
+
+def turn_ten() -> tuple[list[dict], list[dict]]:
+    """A conversation at its 9th question, and the same one at its 10th: nine exchanges of the bench's
+    examples (short and medium answers in turn) under the default system prompt."""
+    from engine.bench.examples import MEDIUM, SHORT
+    from engine.prompts import system_prompt
+
+    exchanges = [pair for pairs in zip(MEDIUM, SHORT, strict=False) for pair in pairs][:9]
+    messages = [{"role": "system", "content": system_prompt("default")}]
+    for question, answer in exchanges:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    tenth = {"role": "user", "content": "Thanks! Now explain how a bicycle works, part by part."}
+    return messages[:-1], messages + [tenth]
 
 
 def bench_adapters(ctx: Context):
@@ -132,14 +148,14 @@ def llamacpp_swap(ctx: Context) -> PartResult:
     if not ctx.spec.is_gguf:
         part.status, part.reason = "skipped", "the llama.cpp engine needs a GGUF model (this one is an HF folder)"
         return part
-    from engine.bench.raw_llama import GUARD_NOTE, engine_threads, raw_llama
+    from engine.bench.raw_llama import GUARD_NOTE, raw_llama
     from engine.engines import open_engine
 
     _base_dir, refs = bench_adapters(ctx)
     messages = conversations()[0]
     ctx.progress("swap (llama.cpp): apply, switch and clear in the live engine")
     engine = open_engine("llamacpp", ctx.spec, ctx.workspace)
-    threads = engine_threads(engine)
+    threads = (engine.threads, engine.threads)
 
     def one_token(llm) -> None:
         for _chunk in llm.create_chat_completion(messages, max_tokens=1, temperature=0.0, stream=True):
@@ -151,14 +167,68 @@ def llamacpp_swap(ctx: Context) -> PartResult:
         close=lambda llm: llm.close(), trials=ctx.budget.trials,
         announce="swap (llama.cpp): against reloading Llama(model, lora_path=...)",
         what="Llama(model_path, ...) construction"))
-    part.ours = ("LlamaCppEngine.set_adapter(): llama_set_adapters_lora on the live context, KV cache reset; "
-                 "adapters loaded once with llama_adapter_lora_init")
+    ctx.progress("swap (llama.cpp): first token after a switch at turn 10 of a conversation")
+    part.rows += _turn_ten(ctx, open_engine("llamacpp", ctx.spec, ctx.workspace), refs[0],
+                           raw_llama(ctx.spec.path, threads))
+    part.ours = ("LlamaCppEngine.set_adapter(): llama_set_adapters_lora on the live context; the side left parks "
+                 "its KV cache (llama_state_seq_get_data) and the side taken gets its own back, so a reply "
+                 "evaluates only what that side has not seen; adapters loaded once with llama_adapter_lora_init")
     part.baseline = ("llama_cpp.Llama(model_path, lora_path=ADAPTER.gguf) built anew (llama-cpp-python's way to "
-                     "change adapters, its issue #1302); the 1-token reply uses create_chat_completion")
+                     "change adapters, its issue #1302); the 1-token reply uses create_chat_completion. Turn 10: "
+                     "a raw Llama with both sides' LoRA switched by llama_set_adapters_lora and the KV cache "
+                     "reset, as the engine did before it kept each side's cache")
     part.notes = [GUARD_NOTE, "adapters: two random rank-16 LoRAs on every linear layer, converted with "
                               "engine.gguf_lora.convert_peft_to_gguf",
+                  "switch + 1-token reply alternates two adapters on the same prompt: each finds its own "
+                  "cached prompt",
+                  "turn 10: base and adapter have each answered turn 9; the base has read turn 10 when the "
+                  "switch to the adapter is timed, up to its first token",
                   f"{ctx.budget.fast_trials} swap cycles, {ctx.budget.trials} reloads"]
     return part
+
+
+def _turn_ten(ctx: Context, engine, ref, raw) -> list[Row]:
+    """First token after switching base -> adapter at turn 10: our engine, where the adapter's own cache
+    holds the conversation up to turn 9, against a reset that re-reads all of it. Closes both models."""
+    import llama_cpp
+
+    ninth, tenth = turn_ten()
+    engine.load_adapter(ref)
+    tokens = engine.prompt_tokens(tenth)
+    handle = llama_cpp.llama_adapter_lora_init(raw.model, str(ref.gguf_path).encode("utf-8"))
+
+    def ours(_i: int) -> dict:
+        for side, messages in ((None, ninth), (ref.name, ninth), (None, tenth)):  # untimed: the chat so far
+            engine.set_adapter(side)
+            engine.stream(messages, FIRST_TOKEN).collect()
+        start = time.perf_counter()
+        engine.set_adapter(ref.name)
+        engine.stream(tenth, FIRST_TOKEN).collect()
+        return {"first": time.perf_counter() - start, "evaluated": engine.last_prompt_evaluated}
+
+    def reset_and_reread(_i: int) -> dict:
+        start = time.perf_counter()
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+        llama_cpp.llama_set_adapters_lora(raw.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+        raw.reset()
+        next(raw.generate(tokens, temp=0.0, top_k=0, min_p=0.0, repeat_penalty=1.0))
+        return {"first": time.perf_counter() - start, "evaluated": len(tokens)}
+
+    try:
+        ours_runs, base_runs = paired(ours, reset_and_reread, ctx.budget.trials)
+    finally:
+        engine.set_adapter(None)
+        llama_cpp.llama_set_adapters_lora(raw.ctx, None, 0, None)
+        llama_cpp.llama_adapter_lora_free(handle)
+        raw.close()
+        engine.close()
+    return [
+        Row("first token after a switch, turn 10", "ms", summarize(column(ours_runs, "first", 1000)),
+            summarize(column(base_runs, "first", 1000)), better="lower", target=TURN_TEN_TARGET,
+            note=f"a conversation of {len(tokens)} tokens; baseline: KV cache reset, the whole conversation re-read"),
+        Row("prompt tokens evaluated after that switch", "tokens", summarize(column(ours_runs, "evaluated")),
+            summarize(column(base_runs, "evaluated")), better="lower"),
+    ]
 
 
 # --- transformers -------------------------------------------------------------------------------
@@ -191,8 +261,10 @@ def transformers_swap(ctx: Context) -> PartResult:
         announce="swap (transformers): against reloading the model and PeftModel.from_pretrained",
         what="AutoModelForCausalLM.from_pretrained"))
     part.ours = ("TransformersEngine.set_adapter(): peft adapters loaded once into the live model, then "
-                 "set_adapter / disable_adapters")
+                 "set_adapter / disable_adapters; each side keeps its KV cache")
     part.baseline = ("AutoModelForCausalLM.from_pretrained(base) + PeftModel.from_pretrained(ADAPTER) anew; "
                      "the 1-token reply uses model.generate")
-    part.notes = [f"device {device}; {ctx.budget.fast_trials} swap cycles, {ctx.budget.slow_trials} reloads"]
+    part.notes = [f"device {device}; {ctx.budget.fast_trials} swap cycles, {ctx.budget.slow_trials} reloads",
+                  "switch + 1-token reply alternates two adapters on the same prompt: each finds its own "
+                  "cached prompt (a DynamicCache per side)"]
     return part
