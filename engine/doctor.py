@@ -21,6 +21,7 @@ from engine.hardware import (
     Machine,
     child_gpu_env,
     compute_dtype,
+    cpu_bf16_flags,
     driver_tuple,
     gpu_layers,
     min_driver,
@@ -52,7 +53,7 @@ def diagnose(machine: Machine, environ: Mapping[str, str] | None = None) -> dict
              "bf16 would be emulated (native from compute capability 8.0): fp16 instead")
     line("CPU", f"{machine.cores} cores" + (", " + ", ".join(f.upper().replace("_", "-") for f in machine.cpu_bf16)
                                             if machine.cpu_bf16 else ""),
-         "bf16 in hardware: `--precision bf16` trains faster on the CPU" if machine.cpu_bf16 else
+         "bf16 in hardware: CPU training runs in bf16 (faster, same learning quality)" if machine.cpu_bf16 else
          "no AMX or AVX512-BF16: bf16 is slow here, CPU training stays fp32")
     line("bitsandbytes", f"{machine.bitsandbytes or 'not installed'}"
                          + (f", {machine.bnb_backend} backend" if machine.bnb_backend else ""), _bnb_reason(machine))
@@ -65,7 +66,8 @@ def diagnose(machine: Machine, environ: Mapping[str, str] | None = None) -> dict
          "HF -> GGUF and LoRA -> GGUF conversion available")
 
     setup = training_setup(cuda=machine.cuda_available,
-                           capability=machine.gpus[0].capability if machine.gpus else None)
+                           capability=machine.gpus[0].capability if machine.gpus else None,
+                           cpu_bf16=bool(machine.cpu_bf16))
     env = child_gpu_env(setup.device, 1, environ)
     gpus_note = (f"one GPU (the child sees CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}); "
                  f"--multi-gpu N for DDP over up to {len(machine.gpus)}") if setup.device == "cuda" else \
@@ -162,7 +164,7 @@ def training_line(device: str = "auto", quantization: str = "auto", precision: s
     cuda, capability = _quick_cuda()
     try:
         setup = training_setup(cuda=cuda, capability=capability, device=device, quantization=quantization,
-                               precision=precision)
+                               precision=precision, cpu_bf16=bool(cpu_bf16_flags()))
     except ChattuneError as err:
         return f"setup: {err.problem}"
     # The reason that matters most: why the CPU, or on a GPU why this precision.

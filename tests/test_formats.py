@@ -77,7 +77,7 @@ def test_each_format_round_trips(store, tmp_path, fmt):
 
 def test_split_and_view_select_what_is_exported(store, tmp_path):
     fill(store)
-    for split in ("train", "val", "test"):
+    for split in ("train", "test"):
         if store.stats()["sft"][split]:
             out = export_file(store, tmp_path / f"{split}.jsonl", "openai", split=split)
             rows = [json.loads(line) for line in out.path.read_text().splitlines()]

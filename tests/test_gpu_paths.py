@@ -116,8 +116,11 @@ def test_the_training_child_uses_that_decision():
     from engine.train.recipe import decide_runtime
 
     rt = decide_runtime(TrainConfig())
+    from engine.hardware import cpu_bf16_flags
+
     expected = training_setup(cuda=torch.cuda.is_available(),
-                              capability=torch.cuda.get_device_capability() if torch.cuda.is_available() else None)
+                              capability=torch.cuda.get_device_capability() if torch.cuda.is_available() else None,
+                              cpu_bf16=bool(cpu_bf16_flags()))
     assert (rt.device, rt.quantization, rt.precision, rt.bnb_compute_dtype) == \
         (expected.device, expected.quantization, expected.precision, expected.bnb_compute_dtype)
 

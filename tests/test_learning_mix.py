@@ -94,18 +94,24 @@ def test_the_mix_trains_every_example_and_validates_on_generated_rows_only():
 
     def answers(indices):
         asked.extend(indices)
-        return {i: f"base answer {i}" for i in indices}
+        return {i: (f"base answer {i}", i % 5 != 0) for i in indices}  # every fifth one was cut short
 
     mix = build_mix(rows, lambda q, n: rewordings(q, n), replay, answers, default_system=SYSTEM,
                     n_rewordings=4, replay_ratio=0.5, seed=0)
+    distilled = build_mix(rows, lambda q, n: rewordings(q, n), replay, answers, default_system=SYSTEM,
+                          n_rewordings=4, replay_ratio=0.5, distil=True, seed=0)
     counts = mix.counts()
     assert counts["example-train"] == 2 * len(facts)  # every example, under both system prompts
     assert counts["rewording-train"] == 4 * len(facts)
     assert counts["rewording-val"] == min(len(facts), MAX_VAL_REWORDINGS)
-    assert counts["replay-val"] == REPLAY_VAL
-    assert counts["replay-train"] == min(REPLAY_TRAIN_MAX, round(0.5 * 6 * len(facts)))
-    assert len(asked) == counts["replay-val"] + counts["replay-train"]  # only the picked ones are generated
-    assert mix.examples == len(facts) and len(mix.train) == TrainConfig().training_rows(len(facts))
+    picked_train = min(REPLAY_TRAIN_MAX, round(0.5 * 6 * len(facts)))
+    assert len(asked) == 2 * (REPLAY_VAL + picked_train)  # only the picked ones are generated (both mixes)
+    # Cut replies are left out as plain rows, and distilled all the same.
+    assert counts["replay-val"] + counts["replay-train"] < REPLAY_VAL + picked_train
+    assert len(distilled.replay) == picked_train and distilled.counts()["replay-val"] == counts["replay-val"]
+    assert mix.examples == len(facts)
+    assert len(distilled.train) == TrainConfig(replay=0.5).training_rows(len(facts)) == 6 * len(facts)
+    assert len(mix.train) == 6 * len(facts) + counts["replay-train"]
     # No user example is held out, and no validation question is trained on.
     trained = {split_key(line["question"]) for line in mix.listing if line["split"] == "train"}
     assert all(split_key(line["question"]) not in trained for line in mix.listing if line["split"] == "val")
@@ -122,7 +128,7 @@ def test_the_mix_trains_every_example_and_validates_on_generated_rows_only():
 def test_the_plain_recipe_is_the_examples_as_given(augment, replay):
     rows = _rows(["What is the capital of Moravelle?"], SYSTEM)
     mix = build_mix(rows, lambda q, n: rewordings(q, n), [], lambda i: {}, default_system=SYSTEM,
-                    n_rewordings=augment, replay_ratio=0, seed=0)
+                    n_rewordings=augment, replay_ratio=replay, seed=0)
     assert mix.train == rows and mix.val == []
 
 

@@ -100,7 +100,7 @@ def test_plan_counts_store_examples_and_warns(workspace, tiny_model_dir):
     n = 6 + len(GENERAL)  # every example is learned: nothing went to a validation split
     plan = plan_run(workspace, TrainConfig(batch_size=2), str(tiny_model_dir))
     assert plan.examples == n and plan.held_out == 0
-    assert plan.rows == n * 6 + round(0.5 * n * 6)  # as given, other system prompt, 4 rewordings; replay
+    assert plan.rows == n * 6  # as given, other system prompt, 4 rewordings (replay is distilled beside them)
     assert plan.val_examples == n + 8  # a held-out rewording per example, and replay prompts
     assert plan.config.epochs == PRESETS["quick"].epochs_for(n, plan.rows)
     assert plan.steps == plan.config.epochs * math.ceil(plan.rows / 2)

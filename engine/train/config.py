@@ -42,7 +42,7 @@ class Preset:
     dpo_lr_factor: float = 0.25  # DPO moves a policy, not a fact: smaller steps
     # With rewordings and replay every example is seen several times per epoch, so far fewer epochs
     # are needed; the best epoch by validation loss is kept (engine/train/mix.py).
-    mixed_passes: int = 480
+    mixed_passes: int = 360
     mixed_min_epochs: int = 2
     mixed_max_epochs: int = 4
 
@@ -97,7 +97,10 @@ class TrainConfig:
     # answers to general prompts, as a share of the other training rows (0: none).
     augment: int = 4
     paraphrase: bool = True
-    replay: float = 0.5
+    replay: float = 0.25
+    # > 0: replay is distilled, not imitated: each step adds this weight x KL(base || adapter) on the
+    # base's answers (engine/train/distill.py); 0: the replay rows are plain training rows.
+    replay_kl: float = 1.0
     # False: each batch is flattened into one sequence without padding (padding-free).
     # True: examples are packed best-fit into rows of max_seq_len tokens (fewer, fuller steps).
     packing: bool = False
@@ -146,6 +149,8 @@ class TrainConfig:
             bad(f"augment = {self.augment}", "use 0 (no rewordings) to 20")
         if not 0 <= self.replay <= 4:
             bad(f"replay = {self.replay}", "use a share from 0 (no replay) to 4")
+        if self.replay_kl < 0:
+            bad(f"replay_kl = {self.replay_kl}", "use 0 (replay as plain rows) or a positive weight")
         if self.threads is not None and self.threads < 1:
             bad(f"threads = {self.threads}", "use at least 1, or leave it unset for all cores")
         if self.save_every_steps < 0:
@@ -193,9 +198,14 @@ class TrainConfig:
         if not self.mixes:
             return n_examples
         rows = n_examples * (2 + self.augment)  # as given, under the other system prompt, rewordings
-        if self.replay > 0:
+        if self.replay > 0 and not self.distills:  # distilled replay rides along with these rows instead
             rows += min(REPLAY_TRAIN_MAX, max(1, round(self.replay * rows)))
         return rows
+
+    @property
+    def distills(self) -> bool:
+        """Replay is distilled (KL to the base), one process only: under DDP it is plain rows."""
+        return self.replay > 0 and self.replay_kl > 0 and self.num_gpus == 1
 
     def steps_per_epoch(self, n_examples: int) -> int:
         """Optimizer steps per epoch without packing (packing makes fewer, decided by token counts)."""

@@ -27,10 +27,12 @@ class Mix:
     val: list[dict] = field(default_factory=list)
     listing: list[dict] = field(default_factory=list)  # one line per row, for augment.jsonl
     examples: int = 0  # the user's own examples among the training rows
+    replay: list[dict] = field(default_factory=list)  # replay rows to distil (not in `train`)
 
-    def add(self, split: str, kind: str, prompt: list[dict], answer: str, source: str = "") -> None:
+    def add(self, split: str, kind: str, prompt: list[dict], answer: str, source: str = "",
+            distil: bool = False) -> None:
         row = {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
-        (self.train if split == "train" else self.val).append(row)
+        (self.replay if distil else self.train if split == "train" else self.val).append(row)
         system = prompt[0]["content"] if prompt and prompt[0]["role"] == "system" else None
         self.listing.append({"split": split, "kind": kind, "source": source, "question": prompt[-1]["content"],
                              "answer": answer, "system": system})
@@ -57,10 +59,12 @@ def _with_question(prompt: list[dict], question: str, system: str | None) -> lis
 
 
 def build_mix(user_rows: list[dict], rewordings_of, replay: list[list[dict]], replay_answers, *,
-              default_system: str, n_rewordings: int, replay_ratio: float, seed: int = 0) -> Mix:
+              default_system: str, n_rewordings: int, replay_ratio: float, distil: bool = False,
+              seed: int = 0) -> Mix:
     """`user_rows`: prompt-completion rows from the snapshot. `rewordings_of(question, n)` gives up to n
     [(text, source)]. `replay`: the replay conversations, in a fixed order; `replay_answers(indices)`
-    gives the base's answers to those picked, so only they are generated."""
+    gives the base's answers to those picked, so only they are generated. With `distil` the replay
+    rows picked for training go to `Mix.replay` (engine.train.distill) rather than `Mix.train`."""
     mix = Mix(examples=len(user_rows))
     rng = random.Random(seed)
     held_out = 0
@@ -87,10 +91,14 @@ def build_mix(user_rows: list[dict], rewordings_of, replay: list[list[dict]], re
         n_val = max(1, round(len(order) * VAL_REPLAY_SHARE)) if len(order) > 4 else 0
         picked_val = order[:n_val]
         picked = order[n_val:][:min(len(order) - n_val, max(1, round(replay_ratio * len(mix.train))))]
-        answers = replay_answers(picked_val + picked)
+        answers = replay_answers(picked_val + picked)  # index -> (reply, ended by itself)
         for split, indices in (("val", picked_val), ("train", picked)):
+            distilled = distil and split == "train"
             for i in indices:
-                if answers[i]:  # a base that says nothing teaches nothing
-                    mix.add(split, "replay", replay[i], answers[i], "base")
+                text, whole = answers[i]
+                # Nothing said teaches nothing; a cut reply can be distilled, not imitated.
+                if text and (whole or distilled):
+                    mix.add(split, "replay", replay[i], text, "base, distilled" if distilled else "base",
+                            distil=distilled)
     rng.shuffle(mix.train)
     return mix

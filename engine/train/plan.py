@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.hardware import cpu_bf16_flags
 from engine.models import ModelSpec, resolve_model
 from engine.train.config import FEW_EXAMPLES, TrainConfig
 from engine.train.events import read_events
@@ -32,7 +33,7 @@ CPU_FLOPS_PER_CORE = {("none", "fp32"): 22e9, ("none", "bf16"): 35e9, ("4bit", "
 GPU_FLOPS = {"none": 60e12, "4bit": 35e12}
 OVERHEAD_S = 15.0  # start-up, model load, the GGUF conversion
 REPLAY_VAL = 8  # replay prompts held out for validation (prompts/replay, VAL_REPLAY_SHARE)
-REPLAY_TOKENS = 70  # a replayed general prompt with the default system prompt and the base's answer
+REPLAY_TOKENS = 60  # a replayed general prompt with the default system prompt and the base's answer
 
 
 @dataclass
@@ -82,7 +83,8 @@ def plan_run(workspace: Workspace, config: TrainConfig, model_arg: str | None = 
     device = guess_device(config)
     params = count_parameters(spec)
     quant = resolved.quantization if resolved.quantization != "auto" else ("4bit" if device == "cuda" else "none")
-    precision = resolved.precision if resolved.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+    precision = resolved.precision if resolved.precision != "auto" else (
+        "bf16" if device == "cuda" or cpu_bf16_flags() else "fp32")  # as engine.hardware.training_setup
     measured = measured_tokens_per_s(workspace, spec, device, quant, precision)
     seconds = estimate_seconds(tokens, val_tokens, resolved.epochs, params, device, quant, precision,
                                threads=resolved.threads, tokens_per_s=measured, needs_base=_needs_base(workspace, spec))
@@ -107,11 +109,13 @@ def mixed_size(train: list[list[dict]], config: TrainConfig) -> tuple[int, int, 
         return len(train), 0, tokens, 0
     rows = config.training_rows(len(train))
     from_examples = len(train) * (2 + config.augment)
-    replayed = rows - from_examples
+    # Replay as plain rows adds rows; distilled, about half a batch of replay rides with every step.
+    replayed = rows - from_examples if not config.distills else from_examples * (config.batch_size // 2) \
+        // config.batch_size
     tokens = tokens * (2 + config.augment) + replayed * REPLAY_TOKENS
     val = min(len(train), MAX_VAL_REWORDINGS)
     val_tokens = val * (tokens // max(1, rows))
-    if replayed:
+    if config.replay > 0:
         val, val_tokens = val + REPLAY_VAL, val_tokens + REPLAY_VAL * REPLAY_TOKENS
     return rows, val, tokens, val_tokens
 

@@ -63,12 +63,13 @@ def sft_mix(run_dir: Path, cfg, user_rows: list[dict], open_base: Callable[[], o
                                   for seed in range(tries)]
         return cache.answers[key]
 
-    def answer(messages: list[dict], max_tokens: int) -> str:
-        """The base's whole greedy reply, or "" when it ran past max_tokens: a cut reply would teach
-        the adapter to stop mid-sentence, so it is left out of the replay."""
+    def answer(messages: list[dict], max_tokens: int) -> list:
+        """[the base's greedy reply, whether it ended by itself]: a reply cut at max_tokens can still
+        be distilled (the base's distributions along it are what counts), but as a plain training row
+        it would teach the adapter to stop mid-sentence, so the mix leaves it out there."""
         reply = base().stream(messages, GenParams(max_tokens=max_tokens, temperature=0.0))
         text = reply.collect().strip()
-        return "" if reply.finish_reason == "length" else text
+        return [text, reply.finish_reason != "length"]
 
     try:
         found: dict[str, list] = {}
@@ -92,7 +93,7 @@ def sft_mix(run_dir: Path, cfg, user_rows: list[dict], open_base: Callable[[], o
 
         mix = build_mix(user_rows, lambda q, n: list(found.get(q, []))[:n], replay, replay_answers,
                         default_system=default_system, n_rewordings=cfg.augment, replay_ratio=cfg.replay,
-                        seed=cfg.seed)
+                        distil=cfg.distills, seed=cfg.seed)
     finally:
         if engine is not None:
             engine.close()

@@ -18,7 +18,7 @@ import resource
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.adapters import GGUF_FILE, PEFT_DIR
@@ -69,6 +69,7 @@ class Runtime:
     local_rank: int
     world_size: int
     bnb_compute_dtype: str = "bf16"  # what 4-bit layers compute in
+    reasons: dict = field(default_factory=dict)  # why "auto" became these (config.json's runtime says)
 
     @property
     def main(self) -> bool:
@@ -112,6 +113,13 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
         "quantized_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
     })
     trainer = build_trainer(cfg, rt, model, tokenizer, train_rows, val_rows, run_dir / CHECKPOINTS_DIR, callback)
+    if mix is not None and mix.replay:
+        from engine.train.distill import ReplayDistiller
+
+        replay_rows, _ = fit_to_length(mix.replay, tokenizer, cfg.max_seq_len)
+        # Half a batch of replay rows beside each batch of training rows (measured: see README).
+        trainer.distiller = ReplayDistiller(tokenizer, replay_rows, per_step=max(1, cfg.batch_size // 2),
+                                            weight=cfg.replay_kl, seed=cfg.seed)
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.warn("no_checkpoint", "no checkpoint to resume from: training starts from the beginning")
@@ -176,12 +184,13 @@ def evaluate(run_dir: Path, log: EventLog) -> None:
 def decide_runtime(cfg: TrainConfig) -> Runtime:
     import torch
 
-    from engine.hardware import training_setup
+    from engine.hardware import cpu_bf16_flags, training_setup
 
     # The same decision `chattune doctor` shows: bf16 only where the GPU has it natively, else fp16.
     cuda = torch.cuda.is_available()
     setup = training_setup(cuda=cuda, capability=torch.cuda.get_device_capability() if cuda else None,
-                           device=cfg.device, quantization=cfg.quantization, precision=cfg.precision)
+                           device=cfg.device, quantization=cfg.quantization, precision=cfg.precision,
+                           cpu_bf16=bool(cpu_bf16_flags()))
     device, quantization, precision = setup.device, setup.quantization, setup.precision
     checkpointing = (cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None
                      else quantization == "4bit" or device == "cuda")
@@ -191,7 +200,8 @@ def decide_runtime(cfg: TrainConfig) -> Runtime:
         torch.set_num_threads(cfg.threads)
     return Runtime(device, quantization, precision, checkpointing, optim,
                    rank=int(os.environ.get("RANK", 0)), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-                   world_size=int(os.environ.get("WORLD_SIZE", 1)), bnb_compute_dtype=setup.bnb_compute_dtype)
+                   world_size=int(os.environ.get("WORLD_SIZE", 1)), bnb_compute_dtype=setup.bnb_compute_dtype,
+                   reasons=setup.reasons)
 
 
 def _main_first(rt: Runtime):
@@ -312,6 +322,8 @@ def listing_rows(listing: list[dict]) -> tuple[list, list]:
     """augment.jsonl back into (train, val) prompt-completion rows (single-turn context only)."""
     rows: dict[str, list] = {"train": [], "val": []}
     for line in listing:
+        if line["source"] == "base, distilled":
+            continue  # distilled replay is not a training row (and a DDP run never distils)
         prompt = ([{"role": "system", "content": line["system"]}] if line["system"] else []) + \
             [{"role": "user", "content": line["question"]}]
         rows[line["split"]].append({"prompt": prompt, "completion": [{"role": "assistant", "content": line["answer"]}]})
@@ -372,7 +384,9 @@ def build_trainer(cfg: TrainConfig, rt: Runtime, model, tokenizer, train_rows: l
         # for sdpa/eager attention). With packing, rows of max_seq_len are filled best-fit first.
         args = SFTConfig(**common, packing=cfg.packing, packing_strategy="bfd", padding_free=True,
                          max_length=cfg.max_seq_len if cfg.packing else None, completion_only_loss=True)
-        trainer_class = SFTTrainer if rt.device == "cuda" else _cpu_sft_trainer()
+        from engine.train.distill import distilling
+
+        trainer_class = distilling(SFTTrainer if rt.device == "cuda" else _cpu_sft_trainer())
         return trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              processing_class=tokenizer, peft_config=lora, callbacks=[callback])
 

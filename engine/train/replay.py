@@ -23,7 +23,7 @@ from engine.train.rundir import write_json_atomic
 
 REPLAY_FILE = "general.jsonl"
 CACHE_FOLDER = "replay"
-MAX_TOKENS = 80  # a replayed answer is whole (it ends the way the base ends it); longer ones are left out
+MAX_TOKENS = 48  # enough of an answer to distil; as plain rows only whole answers are used (engine.train.mix)
 
 
 def replay_prompts() -> list[str]:
@@ -57,8 +57,8 @@ class ReplayCache:
 
 
 def base_answers(conversations: list[list[dict]], cache: ReplayCache,
-                 answer: Callable[[list[dict], int], str], progress: Callable[[str], None]) -> list[str]:
-    """The base's reply to each conversation, from the cache where it has one."""
+                 answer: Callable[[list[dict], int], list], progress: Callable[[str], None]) -> list[list]:
+    """[reply, whole] of the base for each conversation, from the cache where it has one."""
     missing = [m for m in conversations if _key(m, MAX_TOKENS) not in cache.answers]
     try:
         for i, messages in enumerate(missing, 1):
