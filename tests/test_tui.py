@@ -573,3 +573,19 @@ async def test_real_adapter_hot_swap_and_compare(workspace, taught_run):
         assert vote.meta["chosen_by"] == f"adapter {taught_run.name}" and FACT in vote.correction
         store.close()
     app.close_resources()
+
+
+async def test_a_chat_that_fell_back_to_the_cpu_says_so_and_still_answers(workspace):
+    """The GPU was meant (n_gpu_layers) but its memory ran short: the engine loaded on the CPU."""
+    engine = FakeEngine()
+    engine.gpu_fallback = "the GPU had 0.2 GB free for a 3.1 GB model"
+    notices = Notices()
+    async with running(workspace, engine, notices=notices) as (app, pilot):
+        for _ in range(50):
+            if notices.any("GPU", "0.2 GB free", "runs on the CPU"):
+                break
+            await pilot.pause(0.1)
+        assert notices.any("GPU", "0.2 GB free", "runs on the CPU"), notices
+        assert "on the CPU" in str(app.query_one("#status-model").render())
+        view = await send(pilot, "hello")
+        assert view.reply.text == "The **base** model answers: hello"

@@ -120,16 +120,17 @@ async def test_train_dialog_refuses_an_empty_store(workspace):
 
 
 async def test_train_dialog_shows_counts_estimate_and_inline_errors(workspace):
-    from train_support import VALIDATION, fill_store
+    from train_support import GENERAL, fill_store
 
     fill_store(workspace.db_path, n_facts=8)
+    n = 8 + len(GENERAL)  # every example is learned: none went to a validation split
     async with running(workspace) as (app, pilot):
         await pilot.press("tab", "t")
         modal = app.screen
         assert isinstance(modal, TrainModal)
         plan_text = str(modal.query_one("#train-plan").render())
-        assert f"8 training / {len(VALIDATION)} validation examples" in plan_text
-        assert "about" in plan_text and "only 8 examples" in plan_text
+        assert f"learns all {n} of your examples (+ rewordings and replay" in plan_text
+        assert "about" in plan_text and f"only {n} examples" in plan_text
         assert not modal.query_one("#train-start", Button).disabled
         epochs = modal.query_one("#epochs", Input)
         assert epochs.placeholder.startswith("preset: ")

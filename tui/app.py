@@ -134,6 +134,9 @@ class ChattuneApp(App):
         if adapter_error:
             self.notify(f"{adapter_error}\nThe base model answers.", title="adapter not loaded", severity="error",
                         timeout=30, markup=False)
+        if getattr(engine, "gpu_fallback", None):  # the chat still works, on the CPU: say why, once
+            self.notify(f"{engine.gpu_fallback}. The chat runs on the CPU.", title="GPU", severity="warning",
+                        timeout=20, markup=False)
 
     def engine_ready(self, tell: bool = False) -> bool:
         if self.engine is None and tell:
@@ -277,7 +280,8 @@ class ChattuneApp(App):
         stats, store_error = self._stats
         return StatusInfo(model=self.model_label, loading=self.engine is None and not self.load_error,
                           load_error=self.load_error, speaker=self.engine.which() if self.engine else "base",
-                          blind=self.blind, stats=stats, training=self.trainer.state, store_error=store_error)
+                          blind=self.blind, stats=stats, training=self.trainer.state, store_error=store_error,
+                          gpu_fallback=(getattr(self.engine, "gpu_fallback", None) or "") if self.engine else "")
 
     def _read_stats(self) -> tuple[dict | None, str]:
         if self.store is None:

@@ -136,7 +136,7 @@ class TransformersEngine(AdapterSlots, CoreShare):
                     result["out"] = self.model.generate(
                         **inputs, streamer=streamer, max_new_tokens=max_new, eos_token_id=self._eos_ids,
                         pad_token_id=self.tokenizer.pad_token_id or self._eos_ids[0],
-                        stopping_criteria=StoppingCriteriaList([Cancelled()]), past_key_values=cache, **sampling,
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]), cache=cache, **sampling,
                     )
             except BaseException as err:  # handed to the reading thread, which re-raises it
                 result["error"] = err

@@ -39,6 +39,7 @@ class StatusInfo:
     stats: dict | None = None  # FeedbackStore.stats(); None when the store is unavailable
     training: TrainingState = TrainingState()
     store_error: str = ""
+    gpu_fallback: str = ""  # why the chat runs on the CPU although the GPU was meant (engine.gpu_fallback)
 
 
 class StatusBar(Vertical):
@@ -69,7 +70,10 @@ def _model(info: StatusInfo) -> Text:
         return Text("loading model…", style="italic")
     if info.load_error:
         return Text("no model: " + info.load_error, style="bold red")
-    return Text(info.model, style="bold")
+    text = Text(info.model, style="bold")
+    if info.gpu_fallback:
+        text.append(" · on the CPU", style="yellow")  # the GPU was meant: app.py tells why once
+    return text
 
 
 def _speaker(info: StatusInfo) -> Text:
