@@ -53,7 +53,7 @@ def diagnose(machine: Machine, environ: Mapping[str, str] | None = None) -> dict
              "bf16 would be emulated (native from compute capability 8.0): fp16 instead")
     line("CPU", f"{machine.cores} cores" + (", " + ", ".join(f.upper().replace("_", "-") for f in machine.cpu_bf16)
                                             if machine.cpu_bf16 else ""),
-         "bf16 in hardware: CPU training runs in bf16 (faster, same learning quality)" if machine.cpu_bf16 else
+         "bf16 in hardware: CPU training runs in bf16 (faster)" if machine.cpu_bf16 else
          "no AMX or AVX512-BF16: bf16 is slow here, CPU training stays fp32")
     line("bitsandbytes", f"{machine.bitsandbytes or 'not installed'}"
                          + (f", {machine.bnb_backend} backend" if machine.bnb_backend else ""), _bnb_reason(machine))

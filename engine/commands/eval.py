@@ -64,9 +64,10 @@ def runs_table(cards: list[dict]):
     from engine.evaluate.report import number, percent, summary_row
 
     # Short headers, "a→b" cells and no borders: the table fits 80 columns without cutting.
-    table = Table(title="Taught and reworded recall, held-out score (base→adapter), general answers kept",
+    # worded: recall on rewordings never trained on; test: the examples you pinned to test (F1 base→adapter)
+    table = Table(title="Taught and reworded recall, pinned test F1 (base→adapter), general answers kept",
                   box=None, header_style="bold underline")
-    for column in ("run", "taught", "reworded", "held", "F1", "exact", "kept", "broke", "verdict", "A/B won"):
+    for column in ("run", "taught", "worded", "test", "F1", "kept", "broke", "verdict", "A/B won"):
         table.add_column(column, justify="left" if column in ("run", "verdict") else "right", no_wrap=True)
     for card in cards:
         row = summary_row(card)
@@ -75,7 +76,6 @@ def runs_table(cards: list[dict]):
             Text(row["run"]), f"{row['taught']}/{row['taught_n']}",
             f"{row['reworded']}/{row['reworded_n']}" if row["reworded_n"] else "-", str(row["heldout_n"]),
             f"{number(row['base_f1'])}→{number(row['adapter_f1'])}" if held else "-",
-            f"{percent(row['base_exact'])}→{percent(row['adapter_exact'])}" if held else "-",
             f"{row['kept']}/{row['general_n']}", str(row["broken"]),
             Text(row["verdict"], style=_VERDICT_STYLE.get(row["verdict"], "")),
             f"{percent(row['win_rate'])} of {row['votes']}" if row["votes"] else "-",
