@@ -90,10 +90,11 @@ def test_heldout_items_come_from_the_store_test_split_without_trained_prompts(wo
 
     with FeedbackStore(workspace.db_path) as store:
         for i in range(12):
-            store.add_feedback("approved", _chat(f"question {i}?"), f"answer {i}")
+            added = store.add_feedback("approved", _chat(f"question {i}?"), f"answer {i}")
+            if i % 4 == 0:
+                store.set_split(added.id, "test")  # the user's exam
         test = store.records(split="test")
-        assert test
-        store.set_split(test[0].id, "test")
+        assert len(test) == 3
     snapshot = tmp_path / "snap"
     snapshot.mkdir()
     leaked = {"messages": test[0].messages + [{"role": "assistant", "content": "x"}]}

@@ -22,7 +22,6 @@ from engine.train.runner import (
     start_run,
 )
 
-
 PLAIN = {"augment": 0, "replay": 0}  # the runner's mechanics, without generating rewordings or replay
 
 
