@@ -32,6 +32,9 @@ def test_resolved_fills_only_what_the_user_left_open():
     assert TrainConfig().resolved(20).epochs == PRESETS["quick"].epochs_for(20, TrainConfig().training_rows(20))
     assert 2 <= TrainConfig().resolved(20).epochs <= 4
     assert TrainConfig(augment=0, replay=0).resolved(20).epochs == PRESETS["quick"].epochs_for(20) == 12
+    # One correction still gets enough steps to be learned.
+    one = TrainConfig().resolved(1)
+    assert one.epochs * one.steps_per_epoch(one.training_rows(1)) >= PRESETS["quick"].mixed_min_steps
 
 
 def test_round_trip_through_json():

@@ -45,6 +45,7 @@ class Preset:
     mixed_passes: int = 360
     mixed_min_epochs: int = 2
     mixed_max_epochs: int = 4
+    mixed_min_steps: int = 16  # a handful of corrections still gets enough optimizer steps to learn them
 
     def epochs_for(self, n_examples: int, mixed_rows: int | None = None) -> int:
         if mixed_rows is not None:
@@ -166,10 +167,16 @@ class TrainConfig:
         """A copy with every preset-dependent field filled for a dataset of `n_examples`."""
         self.validate()
         preset = PRESETS[self.preset]
+        epochs = self.epochs
+        if epochs is None and self.mixes:
+            rows = self.training_rows(n_examples)
+            epochs = max(preset.epochs_for(n_examples, rows),
+                         math.ceil(preset.mixed_min_steps / self.steps_per_epoch(rows)))
+        elif epochs is None:
+            epochs = preset.epochs_for(n_examples)
         return replace(
             self,
-            epochs=self.epochs if self.epochs is not None else preset.epochs_for(
-                n_examples, self.training_rows(n_examples) if self.mixes else None),
+            epochs=epochs,
             learning_rate=(self.learning_rate if self.learning_rate is not None
                            else preset.lr_for(n_examples, self.method)),
             lora_r=self.lora_r if self.lora_r is not None else preset.lora_r,
