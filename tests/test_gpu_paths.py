@@ -46,7 +46,8 @@ def test_a_one_gpu_child_sees_exactly_one_device():
 @pytest.mark.child
 def test_the_training_child_gets_that_environment(filled, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    handle = start_run(filled, TrainConfig(epochs=1, evaluate=False), str(tiny_model_dir), name="env")
+    handle = start_run(filled, TrainConfig(epochs=1, evaluate=False, augment=0, replay=0), str(tiny_model_dir),
+                       name="env")
     environ = dict(item.split("=", 1) for item in
                    Path(f"/proc/{handle.pid}/environ").read_text().split("\0") if "=" in item)
     events = collect(handle, lambda _event, run: run.cancel())  # its first word: no need to train
@@ -232,7 +233,7 @@ def test_closing_the_transformers_engine_lets_the_model_go(tiny_model_dir, tiny_
 def test_cancelling_a_two_process_run_signals_the_ranks_and_keeps_the_checkpoint(filled, tiny_model_dir):
     """DDP over two CPU processes (gloo), as `accelerate launch` starts them. The ranks get the
     signal, checkpoint at the same step and exit 0, so the launcher never has to kill one."""
-    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, num_gpus=2, evaluate=False),
+    handle = start_run(filled, TrainConfig(epochs=2, batch_size=2, num_gpus=2, evaluate=False, augment=0, replay=0),
                        str(tiny_model_dir), name="ddp-stop")
 
     def cancel_on_first_step(event, run):

@@ -99,7 +99,8 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
                                             f"{'QLoRA 4-bit' if rt.quantization == '4bit' else 'LoRA'})")
     tokenizer, model = load_base(base_dir, cfg, rt)
     _check_cancel(cancel)
-    train_rows, val_rows, tokens = load_data(run_dir, cfg, tokenizer, log, mix)
+    # Under DDP every rank reads the mix back from augment.jsonl, so all of them hold the rows in one order.
+    train_rows, val_rows, tokens = load_data(run_dir, cfg, tokenizer, log, mix if rt.world_size == 1 else None)
     _check_cancel(cancel)
 
     # --- train --------------------------------------------------------------------------------
