@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 import statistics
 import struct
@@ -186,7 +185,9 @@ def _needs_base(workspace: Workspace, spec: ModelSpec) -> bool:
 def count_parameters(spec: ModelSpec) -> int | None:
     try:
         if spec.is_gguf:
-            return _gguf_parameters(spec.path)
+            from engine.model_catalog import read_gguf_header
+
+            return read_gguf_header(spec.path).params
         return sum(_safetensors_parameters(p) for p in sorted(spec.path.glob("*.safetensors")))
     except (OSError, ValueError, struct.error):
         return None
@@ -197,50 +198,3 @@ def _safetensors_parameters(path: Path) -> int:
         (size,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(size))
     return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
-
-
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-
-def _gguf_parameters(path: Path) -> int:
-    """Sum of tensor sizes from a GGUF header: skip the key/values, read the tensor infos."""
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        pos = 0
-
-        def read(fmt: str):
-            nonlocal pos
-            (value,) = struct.unpack_from("<" + fmt, buf, pos)
-            pos += struct.calcsize(fmt)
-            return value
-
-        def skip_value(kind: int) -> None:
-            nonlocal pos
-            if kind in _GGUF_SCALARS:
-                pos += struct.calcsize(_GGUF_SCALARS[kind])
-            elif kind == 8:  # string: u64 length + bytes
-                length = read("Q")
-                pos += length
-            elif kind == 9:  # array: item type, u64 count, items
-                item, count = read("I"), read("Q")
-                if item in _GGUF_SCALARS:
-                    size = struct.calcsize(_GGUF_SCALARS[item]) * count
-                    pos += size
-                else:
-                    for _ in range(count):
-                        skip_value(item)
-            else:
-                raise ValueError(f"unknown GGUF value type {kind}")
-
-        if buf[:4] != b"GGUF":
-            raise ValueError("not a GGUF file")
-        pos = 8  # magic, version
-        n_tensors, n_kv = read("Q"), read("Q")
-        for _ in range(n_kv):
-            skip_value(8)  # the key
-            skip_value(read("I"))
-        total = 0
-        for _ in range(n_tensors):
-            skip_value(8)  # the name
-            total += math.prod(read("Q") for _ in range(read("I")))
-            pos += 4 + 8  # type, offset
-        return total
