@@ -10,6 +10,8 @@ from engine.workspace import Workspace, check_name
 
 PEFT_DIR = "adapter"  # runs/<run>/adapter/: peft's adapter_config.json + adapter_model.safetensors
 GGUF_FILE = "adapter.gguf"  # runs/<run>/adapter.gguf: the same adapter as a GGUF LoRA for llama.cpp
+# runs/<run>/adapter-merged.gguf: base + adapter in one GGUF, made when the LoRA cannot be a GGUF LoRA
+MERGED_FILE = "adapter-merged.gguf"
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,7 @@ class AdapterRef:
     name: str
     peft_dir: Path | None
     gguf_path: Path | None
+    merged_gguf: Path | None = None  # the llama.cpp chat's route when there is no GGUF LoRA
 
     def need_gguf(self) -> Path:
         if self.gguf_path is None:
@@ -41,9 +44,10 @@ def resolve_adapter(workspace: Workspace, name_or_path: str) -> AdapterRef:
     if path.suffix == ".gguf" and path.is_file():
         return AdapterRef(path.stem, None, path.resolve())
     if path.is_dir() and (path / "adapter_config.json").is_file():
-        gguf = path.parent / GGUF_FILE
+        gguf, merged = path.parent / GGUF_FILE, path.parent / MERGED_FILE
         return AdapterRef(path.parent.name if path.name == PEFT_DIR else path.name,
-                          path.resolve(), gguf.resolve() if gguf.is_file() else None)
+                          path.resolve(), gguf.resolve() if gguf.is_file() else None,
+                          merged.resolve() if merged.is_file() else None)
     if path.is_dir() and (path / PEFT_DIR).is_dir():
         return _from_run_dir(path.name, path)
     if "/" not in name_or_path:
@@ -58,13 +62,14 @@ def resolve_adapter(workspace: Workspace, name_or_path: str) -> AdapterRef:
 
 def _from_run_dir(name: str, run: Path) -> AdapterRef:
     peft = run / PEFT_DIR
-    gguf = run / GGUF_FILE
+    gguf, merged = run / GGUF_FILE, run / MERGED_FILE
     if not (peft / "adapter_config.json").is_file() and not gguf.is_file():
         raise AdapterError(f"run {name!r} has no adapter yet ({run})", "wait for the run to finish, or resume it")
     return AdapterRef(
         name,
         peft.resolve() if (peft / "adapter_config.json").is_file() else None,
         gguf.resolve() if gguf.is_file() else None,
+        merged.resolve() if merged.is_file() else None,
     )
 
 

@@ -83,6 +83,14 @@ class ParkedSide:
         self.state = state
 
 
+class MergedSide:
+    """An adapter that llama.cpp cannot apply as a LoRA, as base and adapter merged into one GGUF
+    (engine.export.chat_merge): a second model with its own KV cache, so a switch re-reads nothing."""
+
+    def __init__(self, llm):
+        self.llm = llm
+
+
 class LlamaCppEngine(AdapterSlots, CoreShare):
     kind = "llamacpp"
 
@@ -117,7 +125,9 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
         self._eos_text = self._token_text(llm.token_eos())
         # Past the training context the model degrades, so that is the limit even if n_ctx is larger.
         self._n_ctx = min(llm.n_ctx(), llm._model.n_ctx_train())
-        self._loaded: dict[str, object] = {}  # name -> llama_adapter_lora pointer
+        self._base_llm = self._llm
+        self._lora_side: str | None = None  # the LoRA on the base model's context (None: none)
+        self._loaded: dict[str, object] = {}  # name -> llama_adapter_lora pointer, or a MergedSide
         self._parked: dict[str | None, ParkedSide] = {}  # the side last left (one: A/B has two sides)
         self._init_slots()
         self._init_cores(workspace.runs_dir if workspace is not None else None)
@@ -196,8 +206,11 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
     def load_adapter(self, adapter: AdapterRef) -> None:
         if adapter.name in self._loaded:
             return
+        if adapter.gguf_path is None and adapter.merged_gguf is not None:
+            self._load_merged(adapter)
+            return
         path = adapter.need_gguf()
-        handle = self._lib.llama_adapter_lora_init(self._llm.model, str(path).encode("utf-8"))
+        handle = self._lib.llama_adapter_lora_init(self._base_llm.model, str(path).encode("utf-8"))
         if not handle:
             raise AdapterError(
                 f"llama.cpp could not load the GGUF LoRA {path}",
@@ -206,8 +219,30 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
         with self._lock:
             self._loaded[adapter.name] = handle
 
+    def _load_merged(self, adapter: AdapterRef) -> None:
+        try:
+            llm = load_llama(str(adapter.merged_gguf), n_ctx=self._base_llm.n_ctx())
+        except ValueError as err:
+            raise AdapterError(f"llama.cpp could not load the merged adapter model {adapter.merged_gguf}: {err}",
+                               "use --engine transformers for this adapter") from err
+        n = self.threads or self._wanted_threads
+        self._lib.llama_set_n_threads(llm.ctx, n, n)
+        with self._lock:
+            self._loaded[adapter.name] = MergedSide(llm)
+
     def _apply(self, name: str | None) -> None:
-        """Put an adapter (None: none) on the context. No reload of the base. The KV cache holds keys and
+        """Make `name` (None: the base) answer. A merged side is its own model; the others share the base."""
+        side = self._loaded.get(name) if name is not None else None
+        if isinstance(side, MergedSide):
+            self._llm = side.llm
+            return
+        self._llm = self._base_llm
+        if name != self._lora_side:
+            self._set_lora(name)
+            self._lora_side = name
+
+    def _set_lora(self, name: str | None) -> None:
+        """Put a LoRA (None: none) on the base's context. No reload of the base. The KV cache holds keys and
         values computed with the other weights: the side left keeps them parked, and the side taken gets
         back its own, so a reply re-reads only what it has not seen."""
         lib = self._lib
@@ -224,7 +259,7 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
         back = self._parked.pop(name, None)
         if back is not None:
             self._unpark(back)
-        self._parked = {} if leaving is None else {self._applied: leaving}
+        self._parked = {} if leaving is None else {self._lora_side: leaving}
 
     def _park(self) -> ParkedSide | None:
         llm, lib = self._llm, self._lib
@@ -250,16 +285,24 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
         self._lib.llama_memory_seq_rm(self._lib.llama_get_memory(self._llm.ctx), 0, -1, -1)
 
     def _use_threads(self, n: int) -> None:
-        self._lib.llama_set_n_threads(self._llm.ctx, n, n)
+        for llm in self._models():
+            self._lib.llama_set_n_threads(llm.ctx, n, n)
+
+    def _models(self) -> list:
+        return [self._base_llm, *(side.llm for side in self._loaded.values() if isinstance(side, MergedSide))]
 
     def close(self) -> None:
         with self._lock:
             if self._llm is None:
                 return
-            self._lib.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
-            for handle in self._loaded.values():
-                self._lib.llama_adapter_lora_free(handle)
+            base = self._base_llm
+            self._lib.llama_set_adapters_lora(base.ctx, None, 0, None)
+            for side in self._loaded.values():
+                if isinstance(side, MergedSide):
+                    side.llm.close()
+                else:
+                    self._lib.llama_adapter_lora_free(side)
             self._loaded.clear()
             self._parked.clear()
-            self._llm.close()
-            self._llm = None
+            base.close()
+            self._llm = self._base_llm = None

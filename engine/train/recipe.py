@@ -435,7 +435,10 @@ def convert_to_gguf(adapter_dir: Path, base_dir: Path, out: Path, log: EventLog)
     try:
         return convert_peft_to_gguf(adapter_dir, base_dir, out)
     except ChattuneError as err:
-        log.warn("gguf", f"no GGUF LoRA for llama.cpp: {err}; the peft adapter works with --engine transformers")
+        from engine.export.chat_merge import merged_chat_side  # never a dead end: a merged GGUF instead
+
+        log.warn("gguf", merged_chat_side(adapter_dir, base_dir, out.parent, err,
+                                          lambda message: log.emit("status", phase="gguf", message=message)))
         return None
 
 
