@@ -4,7 +4,8 @@ SFT examples become conversational prompt-completion rows: the context (system p
 turns) is the prompt and only the final assistant answer is the completion. TRL then puts the loss
 on the completion tokens alone (its end-of-turn token included), using the model's own chat
 template, so no template needs `{% generation %}` markers, and earlier assistant turns in the
-context (unreviewed model output) are never trained on.
+context (unreviewed model output) are never trained on. The shipped stand-in templates end a reply
+with EOS before their turn marker: a base model knows its EOS, but not its unused turn tokens.
 """
 
 from __future__ import annotations
