@@ -586,6 +586,6 @@ async def test_a_chat_that_fell_back_to_the_cpu_says_so_and_still_answers(worksp
                 break
             await pilot.pause(0.1)
         assert notices.any("GPU", "0.2 GB free", "runs on the CPU"), notices
-        assert "on the CPU" in str(app.query_one("#status-model").render())
+        assert "on the CPU" in str(app.screen.query_one("#status-model").render())
         view = await send(pilot, "hello")
         assert view.reply.text == "The **base** model answers: hello"

@@ -68,7 +68,9 @@ def write_run(workspace, name: str, *, status: str = "done", created: str = "202
     (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     if card:
         (run / "scorecard.json").write_text(json.dumps({
-            "version": 1, "run": name,
+            "version": 2, "run": name,
+            "learning": {"taught": {"n": 5, "recalled": 5, "rate": 1.0},
+                         "reworded": {"n": 5, "recalled": 4, "rate": 0.8}},
             "heldout": {"n": 5, "base": {"exact_match": 0.2, "f1": 0.31, "loglik": -2.1},
                         "adapter": {"exact_match": 0.6, "f1": 0.72, "loglik": -1.2}},
             "forgetting": {"score": 0.9, "kept": 9, "n": 10, "broken": 1},
@@ -145,12 +147,18 @@ async def test_train_dialog_shows_counts_estimate_and_inline_errors(workspace):
         epochs.value = "1"
         modal.query_one("#batch_size", Input).value = "2"
         await pilot.pause()
-        assert "~4 steps" in str(modal.query_one("#train-plan").render())
+        # 11 examples, each also under the other system prompt and in 4 rewordings, plus replay: 66 rows
+        assert "66 rows" in str(modal.query_one("#train-plan").render())
+        assert "~33 steps" in str(modal.query_one("#train-plan").render())
+        modal.query_one("#augment", Input).value = "0"  # the plain recipe: the examples as given
+        modal.query_one("#replay", Input).value = "0"
+        await pilot.pause()
+        assert "~6 steps" in str(modal.query_one("#train-plan").render())
         assert str(modal.query_one("#train-error").render()).strip() == ""
 
         modal.query_one("#method").value = "dpo"  # every correction is also a DPO pair
         await pilot.pause()
-        assert "DPO: 8 training" in str(modal.query_one("#train-plan").render())
+        assert "DPO: learns all 8 of your examples" in str(modal.query_one("#train-plan").render())
         await pilot.press("escape")
         assert isinstance(app.screen, ChatScreen) and not app.trainer.active
 
@@ -171,9 +179,11 @@ async def test_a_run_from_the_dialog_is_hot_swapped_into_the_chat(workspace, tin
         modal = app.screen
         modal.query_one("#epochs", Input).value = "1"
         modal.query_one("#batch_size", Input).value = "4"
+        modal.query_one("#augment", Input).value = "0"  # the plain recipe keeps this run short
+        modal.query_one("#replay", Input).value = "0"
         modal.query_one("#evaluate", Checkbox).value = False
         await pilot.pause()
-        assert "~2 steps" in str(modal.query_one("#train-plan").render())
+        assert "~3 steps" in str(modal.query_one("#train-plan").render())
         await pilot.press("ctrl+s")
         assert isinstance(app.screen, ChatScreen)
         await wait_for(pilot, lambda: app.trainer.handle is not None, "the child to start")
@@ -183,8 +193,8 @@ async def test_a_run_from_the_dialog_is_hot_swapped_into_the_chat(workspace, tin
         await wait_for(pilot, lambda: app.b_side == name and not app.trainer.active, "the run to end")
         await wait_for(pilot, lambda: notices.any(f"Run {name} finished", "press b"), "the notice", 10)
         assert name in engine.adapters() and engine.which() == "base"  # loaded; base still answers
-        progress = [s for s in states if s.phase == "training" and s.max_steps == 2]
-        assert progress and progress[-1].step == 2 and progress[-1].loss is not None
+        progress = [s for s in states if s.phase == "training" and s.max_steps == 3]
+        assert progress and progress[-1].step == 3 and progress[-1].loss is not None
         assert "training: idle" in status_text(app)
         await pilot.press("tab", "b")
         await wait_for(pilot, lambda: engine.which() == f"adapter {name}", "the adapter to answer", 30)
@@ -298,7 +308,7 @@ async def test_runs_screen_lists_runs_and_enter_switches_the_adapter(workspace):
         table = screen.query_one(DataTable)
         assert [info.name for info in screen.runs] == ["sft-stopped", "sft-new", "sft-old"]
         assert table.row_count == 3
-        assert [str(c) for c in table.get_row("sft-old")][7:10] == ["0.31→0.72", "90%", "good"]
+        assert [str(c) for c in table.get_row("sft-old")][7:11] == ["5/5·4/5", "0.31→0.72", "90%", "good"]
         assert "no scorecard" in str(screen.query_one("#run-text").render())  # the cancelled one, first
 
         await pilot.press("enter")  # a cancelled run has no adapter
