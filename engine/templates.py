@@ -111,7 +111,8 @@ def choose_template(override: str | None, own: str | None, model_name: str, *, f
     from engine.prompts import template_override
 
     if override:
-        return _choice(override, template_override(override), f"chat template: {override} (--template)")
+        return _choice(override, template_override(override),
+                       f"chat template: {override}, chosen by you (--template, or T in the chat)")
     if own:
         return TemplateChoice("own", own, "chat template: the model's own")
     has_token = has_token or (lambda _text: False)
@@ -127,6 +128,17 @@ def choose_template(override: str | None, own: str | None, model_name: str, *, f
     return _choice(PLAIN, template_override(PLAIN),
                    f"chat template: plain (User:/Assistant:), {model_name} has none and its vocabulary has no "
                    "family's turn tokens")
+
+
+def chat_templates(workspace=None) -> dict[str, str]:
+    """name -> text of every template --template accepts: prompts/templates/ and the workspace's own."""
+    from engine.prompts import prompts_dir, template_override, user_prompts_dir
+
+    names = set()
+    for folder in (prompts_dir() / "templates", user_prompts_dir(workspace) / "templates"):
+        if folder.is_dir():
+            names.update(item.name.removesuffix(".jinja") for item in folder.iterdir() if item.name.endswith(".jinja"))
+    return {name: template_override(name, workspace) for name in sorted(names)}
 
 
 def hf_template(model_dir, tokenizer, override: str | None, model_name: str | None = None) -> TemplateChoice:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
+from types import SimpleNamespace
 
 from textual.app import App
 from textual.binding import Binding
@@ -19,6 +21,7 @@ from engine.models import resolve_model
 from engine.prompts import system_prompt, system_prompts
 from engine.session import default_engine_for
 from engine.store import FeedbackStore
+from engine.templates import chat_templates
 from engine.workspace import Workspace
 from tui.generation import Generation
 from tui.labels import adapter_of, speaker_title
@@ -26,8 +29,11 @@ from tui.messages import EngineChanged, StoreChanged
 from tui.modals.confirm import ConfirmModal
 from tui.modals.export import ExportModal
 from tui.modals.help import HelpModal
+from tui.modals.model import ModelModal
 from tui.modals.system_prompt import SystemPromptModal
+from tui.modals.template import AUTOMATIC, TemplateModal
 from tui.modals.train import TrainModal
+from tui.models_list import listed_model
 from tui.screens.chat import ChatScreen
 from tui.screens.compare import CompareScreen
 from tui.screens.dataset import DatasetScreen
@@ -54,7 +60,8 @@ class ChattuneApp(App):
     BINDINGS = [Binding("question_mark,f1", "help", "help", key_display="?")]
 
     def __init__(self, workspace: Workspace, load_engine: EngineLoader, *, system: str = "default",
-                 adapter: str | None = None, params: GenParams | None = None, model_arg: str | None = None) -> None:
+                 adapter: str | None = None, params: GenParams | None = None, model_arg: str | None = None,
+                 template: str | None = None) -> None:
         super().__init__()
         self.workspace = workspace
         self._load_engine = load_engine
@@ -74,6 +81,7 @@ class ChattuneApp(App):
         self.rng = random.Random()  # shuffles the sides of a blind compare
         self._stats: tuple[dict | None, str] | None = None  # (store stats, store error), see status()
         self.model_arg = model_arg  # --model: what training runs train on
+        self.template_name = template or AUTOMATIC  # --template or T: the chat's, training's and export's
         self.trainer = Trainer(self)
 
     def on_mount(self) -> None:
@@ -129,7 +137,7 @@ class ChattuneApp(App):
         await self.chat.model_loaded()
         choice = getattr(engine, "template_choice", None)
         if choice is not None and choice.name != "own":  # the model's own needs no word; a stand-in does
-            self.notify(f"{choice.reason}. Another: --template NAME.", title="chat template", timeout=12,
+            self.notify(f"{choice.reason}. Another: T, or --template NAME.", title="chat template", timeout=12,
                         markup=False)
         if adapter_error:
             self.notify(f"{adapter_error}\nThe base model answers.", title="adapter not loaded", severity="error",
@@ -238,7 +246,7 @@ class ChattuneApp(App):
 
     def _train_chosen(self, config) -> None:
         if config is not None:
-            self.trainer.start(config)
+            self.trainer.start(replace(config, template=self.template_name or config.template))
 
     def _cancel_confirmed(self, yes: bool | None) -> None:
         if yes:
@@ -256,6 +264,52 @@ class ChattuneApp(App):
         self.system_name, self.system_text = name, system_prompt(name)
         self.chat.show_system_note()
         self.notify(f"System prompt: {name}. It applies from the next reply.", markup=False)
+
+    def pick_template(self) -> None:
+        if self.engine_ready(tell=True):
+            choice = getattr(self.engine, "template_choice", None)
+            reason = choice.reason if choice is not None and self.template_name == AUTOMATIC else "the model's choice"
+            self.push_screen(TemplateModal(chat_templates(self.workspace.root), self.template_name, reason),
+                             self._template_chosen)
+
+    def _template_chosen(self, name: str | None) -> None:
+        if name is None or name == self.template_name or self.engine is None:
+            return
+        try:
+            self.engine.set_template(name or None)  # a reply in flight keeps the template it started with
+        except ChattuneError as err:
+            self.notify(str(err), title="chat template", severity="error", markup=False)
+            return
+        self.template_name = name
+        self.notify(f"{self.engine.template_choice.reason}. It applies from the next reply; training and export "
+                    "use it too.", title="chat template", markup=False)
+
+    def pick_model(self) -> None:
+        self.push_screen(ModelModal(self.workspace.root, self.model_arg), self._model_chosen)
+
+    def _model_chosen(self, path: str | None) -> None:
+        if path is not None:
+            self.run_worker(self.switch_model(path), name="switch-model", group="switch-model")
+
+    async def switch_model(self, model: str) -> None:
+        """Load `model` in place of the chat's model. Its template is chosen afresh, and the adapters
+        of the last model stay behind (the next `b` loads this model's newest)."""
+        for generation in list(self.generations):
+            generation.cancel()
+        old, self.engine = self.engine, None
+        self.model_arg, self.template_name, self.b_side, self.startup_adapter = model, AUTOMATIC, None, None
+        self.model_label, self.load_error = "", ""
+        self._load_engine = partial(open_model, SimpleNamespace(model=model, engine=None, template=None),
+                                    self.workspace)
+        self.post_message(EngineChanged())
+        await self.chat.model_loading(model)
+        self.start_worker(partial(self._close_then_load, old), name="load-model")
+
+    def _close_then_load(self, old: ChatEngine | None) -> None:
+        if old is not None:
+            with self.engine_lock:  # a reply still streaming stops at its next token first
+                old.close()
+        self._load_model()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpModal):
@@ -326,8 +380,10 @@ class ChattuneApp(App):
 def run_app(args) -> int:
     """`chattune` / `chattune chat`: open the workspace, then the app; the model loads inside it."""
     workspace = Workspace.open(getattr(args, "workspace", None))
+    args.model = listed_model(getattr(args, "model", None), workspace.root)  # --model N: `chattune models`' Nth
     app = ChattuneApp(workspace, partial(open_model, args, workspace), system=getattr(args, "system", None) or "default",
-                      adapter=getattr(args, "adapter", None), model_arg=getattr(args, "model", None))
+                      adapter=getattr(args, "adapter", None), model_arg=args.model,
+                      template=getattr(args, "template", None))
     try:
         app.run()
     finally:

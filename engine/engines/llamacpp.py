@@ -116,10 +116,7 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
         self.name = spec.name
         self.gpu_fallback = self._llm.gpu_fallback  # None, or why the CPU runs what the GPU was meant to
         llm = self._llm
-        self.template_choice = choose_template(
-            template, llm.metadata.get("tokenizer.chat_template"), spec.name,
-            family=llm.metadata.get("general.architecture"),
-            has_token=lambda text: len(llm.tokenize(text.encode(), add_bos=False, special=True)) == 1)
+        self.template_choice = self._choose_template(template)
         self._template = self.template_choice.text
         self._bos_text = self._token_text(llm.token_bos())
         self._eos_text = self._token_text(llm.token_eos())
@@ -133,6 +130,20 @@ class LlamaCppEngine(AdapterSlots, CoreShare):
         self._init_cores(workspace.runs_dir if workspace is not None else None)
         self.last_tokens: list[int] = []  # token ids of the latest reply (parity checks, benchmarks)
         self.last_prompt_evaluated = 0  # prompt tokens the latest reply evaluated (the rest was cached)
+
+    def _choose_template(self, template: str | None):
+        llm = self._llm
+        return choose_template(
+            template, llm.metadata.get("tokenizer.chat_template"), self.name,
+            family=llm.metadata.get("general.architecture"),
+            has_token=lambda text: len(llm.tokenize(text.encode(), add_bos=False, special=True)) == 1)
+
+    def set_template(self, template: str | None) -> None:
+        """Another chat template (None: the one chosen for the model), from the next reply. No reload:
+        the prompt's tokens change, and the KV cache keeps what they still share."""
+        choice = self._choose_template(template)
+        with self._lock:
+            self.template_choice, self._template = choice, choice.text
 
     def _token_text(self, token: int) -> str:
         return self._llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""

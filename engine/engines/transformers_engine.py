@@ -53,6 +53,7 @@ class TransformersEngine(AdapterSlots, CoreShare):
                                 "check the folder is a complete causal-LM with safetensors weights") from err
         self.model.to(self.device).eval()
         self.name = spec.name
+        self._folder = folder
         self.template_choice = hf_template(folder, self.tokenizer, template, spec.name)
         self._template = self.template_choice.text
         self._eos_ids = self._end_tokens()
@@ -64,6 +65,13 @@ class TransformersEngine(AdapterSlots, CoreShare):
         self.last_tokens: list[int] = []  # token ids of the latest reply, without its end token
         self.last_prompt_evaluated = 0  # prompt tokens the latest reply evaluated (the rest was cached)
         self._kv: dict = {}  # side (None: base) -> (its DynamicCache, the token ids the cache holds)
+
+    def set_template(self, template: str | None) -> None:
+        """Another chat template (None: the one chosen for the model), from the next reply. No reload."""
+        choice = hf_template(self._folder, self.tokenizer, template, self.name)
+        with self._lock:
+            self.template_choice, self._template = choice, choice.text
+            self._eos_ids = self._end_tokens()
 
     def _end_tokens(self) -> list[int]:
         configured = self.model.generation_config.eos_token_id

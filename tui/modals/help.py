@@ -31,6 +31,8 @@ KEYS = (
         ("B", "blind compare on/off: sides shuffled, names shown after the vote"),
         ("n", "new conversation"),
         ("s", "choose the system prompt"),
+        ("T", "choose the chat template (chat, training and export use it)"),
+        ("m", "choose the model from what `chattune models` lists"),
         ("d", "dataset: browse, filter, edit, delete, change split"),
         ("t", "train an adapter on the dataset (while a run goes: cancel it)"),
         ("r", "runs: loss curves and scorecards; enter use a run's adapter, 0 base, R resume, e re-evaluate"),

@@ -27,7 +27,7 @@ from tui.widgets.status_bar import StatusBar
 PLACEHOLDER = "Message… enter send · ctrl+j new line · tab: replies & keys · ? help"
 # Plain-letter keys act on the chat, so they are off while the message box takes the typing.
 LETTER_ACTIONS = {"toggle_adapter", "compare", "toggle_blind", "new_conversation", "pick_system", "dataset",
-                  "train", "export", "runs"}
+                  "train", "export", "runs", "pick_template", "pick_model"}
 STORE_ERRORS = (sqlite3.Error, OSError)  # a full disk, a locked or broken file: worth a retry
 
 
@@ -47,6 +47,8 @@ class ChatScreen(Screen):
         Binding("d", "dataset", "data"),
         Binding("n", "new_conversation", "new", show=False),
         Binding("s", "pick_system", "system", show=False),
+        Binding("T", "pick_template", "template", show=False),
+        Binding("m", "pick_model", "model", show=False),
         Binding("t", "train", "train"),
         Binding("r", "runs", "runs"),
         Binding("x", "export", "export"),
@@ -99,8 +101,13 @@ class ChatScreen(Screen):
         return replies[-1].reply.context if replies else None
 
     async def model_loaded(self) -> None:
-        await self.query_one("#loading-note").remove()
+        await self.query("#loading-note").remove()
         await self.send_waiting()
+
+    async def model_loading(self, name: str) -> None:
+        """Another model is loading in place of the last one (m)."""
+        await self.query("#loading-note").remove()
+        await self.query_one(Conversation).mount(Static(Text(f"Loading {name}…", style="italic"), id="loading-note"))
 
     def model_failed(self, error: str) -> None:
         if self.waiting is not None:
@@ -319,6 +326,12 @@ class ChatScreen(Screen):
 
     def action_pick_system(self) -> None:
         self.app.pick_system_prompt()
+
+    def action_pick_template(self) -> None:
+        self.app.pick_template()
+
+    def action_pick_model(self) -> None:
+        self.app.pick_model()
 
     def action_dataset(self) -> None:
         self.app.open_dataset()

@@ -1,0 +1,90 @@
+"""The chat's model and chat template, chosen in the app (m, T) and with `chattune --model N`, on the
+real llama.cpp engine with the tiny model; the model list comes from a real `chattune models` child."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from test_tui import Notices, replies, running, send, wait_until
+from textual.widgets import OptionList
+
+from engine.engines import GenParams, open_engine
+from engine.errors import ChattuneError
+from engine.models import resolve_model
+from engine.prompts import template_override
+from tui.modals.model import ModelModal
+from tui.modals.template import TemplateModal
+from tui.models_list import listed_model, listed_models
+
+pytestmark = pytest.mark.anyio
+
+SHORT = GenParams(max_tokens=8)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def places(workspace, tiny_gguf, tmp_path, monkeypatch):
+    """The workspace holds a second GGUF; no HF cache, Ollama store or LM Studio folder is seen."""
+    (workspace.root / "imported").mkdir(parents=True)
+    other = workspace.root / "imported" / "other-model.gguf"
+    shutil.copy(tiny_gguf, other)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf-cache"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return other
+
+
+async def test_t_picks_another_template_for_the_chat_and_training(workspace, tiny_gguf):
+    notices = Notices()
+    engine = open_engine("llamacpp", resolve_model(str(tiny_gguf)), workspace)
+    try:
+        async with running(workspace, engine, notices=notices, params=SHORT) as (app, pilot):
+            assert engine.template_choice.name == "own"
+            await pilot.press("tab", "T")
+            assert isinstance(app.screen, TemplateModal)
+            await pilot.press("end", "enter")  # the last one: plain
+            await wait_until(pilot, lambda: app.template_name == "plain", "the pick")
+            assert engine.template_choice.name == "plain" and notices.any("chat template: plain", "chosen by you")
+            view = await send(pilot, "Hello")
+            assert view.reply.finish in ("stop", "length") and "User:" not in view.reply.text
+            assert engine._template == template_override("plain")
+            await pilot.press("tab", "T")
+            await pilot.press("home", "enter")  # back to the model's own
+            await wait_until(pilot, lambda: app.template_name == "", "automatic again")
+            assert engine.template_choice.name == "own"
+    finally:
+        engine.close()
+
+
+async def test_m_loads_another_model_from_the_models_list(workspace, tiny_gguf, places):
+    engine = open_engine("llamacpp", resolve_model(str(tiny_gguf)), workspace)
+    async with running(workspace, engine, params=SHORT) as (app, pilot):
+        await send(pilot, "Hello")
+        await pilot.press("tab", "m")
+        assert isinstance(app.screen, ModelModal)
+        modal = app.screen
+        await wait_until(pilot, lambda: modal.entries, "the models list")
+        sources = {e["source"] for e in modal.entries}
+        assert sources == {"embedded", "workspace"}, modal.entries
+        target = next(i for i, e in enumerate(modal.entries) if e["path"] == str(places))
+        modal.query_one(OptionList).highlighted = target
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.engine is not None and app.engine is not engine, "the other model")
+        assert app.model_arg == str(places) and "other-model" in app.model_label
+        view = await send(pilot, "Hello again")
+        assert view.reply.finish in ("stop", "length") and len(replies(app)) == 2
+    app.engine.close()
+
+
+def test_model_n_is_the_nth_model_chattune_models_lists(workspace, places):
+    assert listed_model(str(places), workspace.root) == str(places)  # a path stays a path
+    assert listed_model(None, workspace.root) is None
+    paths = [e["path"] for e in listed_models(workspace.root)]
+    assert listed_model(str(paths.index(str(places)) + 1), workspace.root) == str(places)
+    with pytest.raises(ChattuneError, match="lists 2 model"):
+        listed_model("9", workspace.root)
