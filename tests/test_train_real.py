@@ -177,8 +177,8 @@ def test_gguf_lora_in_llamacpp_agrees_and_the_base_knows_none(facts_run, embedde
 
 
 def _two_steps(tmp_path_factory, shared_workspace, embedded_base, name: str, **config):
-    """Run `name` (one epoch over 4 facts in batches of 2: two steps, no evaluation) in a workspace of
-    its own; returns (handle, events) once it has exited cleanly."""
+    """Run `name` (one epoch over 4 facts and the store's general replies in batches of 2, no
+    evaluation) in a workspace of its own; returns (handle, events) once it has exited cleanly."""
     workspace = _workspace_sharing_the_base(tmp_path_factory, shared_workspace, embedded_base, f"{name}-ws")
     fill_store(workspace.db_path, n_facts=4)
     handle = start_run(workspace, TrainConfig(epochs=1, batch_size=2, evaluate=False, **config), name=name)
@@ -203,5 +203,5 @@ def test_qlora_on_cpu_runs_through_bitsandbytes(tmp_path_factory, shared_workspa
     assert start["quantization"] == "4bit" and start["quantized_layers"] == 30 * 7  # every projection is NF4
     assert start["precision"] == "fp32"
     steps = [e for e in events if e["event"] == "step"]
-    assert len(steps) == 2 and all(s["loss"] > 0 for s in steps)
+    assert len(steps) == 4 and all(s["loss"] > 0 for s in steps)  # 4 facts + 3 general replies, in twos
     assert events[-1]["event"] == "done" and (handle.run_dir / "adapter" / "adapter_config.json").is_file()
