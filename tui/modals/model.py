@@ -45,6 +45,8 @@ class ModelModal(ModalScreen[str | None]):
         self.app.call_from_thread(self._show, entries, error)
 
     def _show(self, entries: list[dict], error: str) -> None:
+        if not self.is_attached:  # dismissed while the list was being read
+            return
         self.entries = entries
         if error or not entries:
             self.query_one("#model-detail", Static).update(Text(error or "No model found.", style="bold red"))
