@@ -140,6 +140,10 @@ def test_bench_all_parts_on_the_tiny_model(tiny_gguf, bench_workspace):
     assert train["details"]["ours"]["tokens"] == train["details"]["baseline"]["tokens"]  # counted alike
     assert train["details"]["ours"]["steps"] == train["details"]["baseline"]["steps"] == 2
     assert train["details"]["baseline"]["positions"] >= train["details"]["baseline"]["tokens"]  # it pads
+    if train["details"]["ours"]["precision"] != "fp32":  # a CPU with bf16: measured against the fp32 it replaced
+        fp32 = train["details"]["ours_fp32"]
+        assert fp32["precision"] == "fp32" and fp32["tokens"] == train["details"]["ours"]["tokens"]
+        assert any(row["name"].endswith("vs fp32") and row["target"] == 1.4 for row in train["rows"])
     export = next(p for p in data["parts"] if p["part"] == "export")
     assert {"merge", "convert", "quantize", "verify"} <= set(export["details"]["stages_s"])
     assert any(row["name"].startswith("size: ") and row["unit"] == "MB" for row in export["rows"])

@@ -11,6 +11,7 @@ import sys
 from engine.bench.common import Context, PartResult, Row, summarize
 
 TARGET = 1.3
+FP32_TARGET = 1.4  # the default CPU precision (bf16 where the CPU has it) against the fp32 it replaced
 BATCH_SIZE = 4  # TrainConfig's default
 
 
@@ -29,6 +30,10 @@ def train_part(ctx: Context) -> PartResult:
     ours = _run_side(ctx, "ours", job)
     ctx.progress("train: transformers Trainer + peft baseline, same examples and steps (own process)")
     base = _run_side(ctx, "baseline", {**job, "shared_args": ours["shared_args"]})
+    fp32 = None
+    if ours["precision"] != "fp32":
+        ctx.progress(f"train: our recipe in fp32 (the default before {ours['precision']}), same examples (own process)")
+        fp32 = _run_side(ctx, "ours", {**job, "config": {**job["config"], "precision": "fp32"}}, folder="ours-fp32")
 
     part.rows = [
         Row("tokens/s (after step 1)", "tok/s", summarize([ours["tokens_per_s"]]),
@@ -43,6 +48,15 @@ def train_part(ctx: Context) -> PartResult:
             summarize([base["last_epoch_loss"]]), better="",
             note="not a speed: shows the speed was not bought with quality"),
     ]
+    if fp32 is not None:
+        part.rows += [
+            Row(f"tokens/s: {ours['precision']} (default) vs fp32", "tok/s", summarize([ours["tokens_per_s"]]),
+                summarize([fp32["tokens_per_s"]]), better="higher", target=FP32_TARGET,
+                note="our recipe both sides; the baseline is the same recipe in fp32"),
+            Row(f"final loss: {ours['precision']} vs fp32", "loss", summarize([ours["last_epoch_loss"]]),
+                summarize([fp32["last_epoch_loss"]]), better="",
+                note="the same learning at the lower precision"),
+        ]
     padding = 1 - base["tokens"] / base["positions"] if base["positions"] else 0.0
     part.ours = ("engine.train.recipe.build_trainer: TRL SFTTrainer, padding-free (each batch flattened into "
                  "one sequence), loss on the answers")
@@ -60,13 +74,13 @@ def train_part(ctx: Context) -> PartResult:
         different = sorted(k for k in ours["shared_args"] if ours["shared_args"][k] != base["shared_args"].get(k))
         part.notes.append(f"warning: the trainers' settings differ in {', '.join(different)}")
     part.details = {side: {k: v for k, v in result.items() if k != "shared_args"}
-                    for side, result in (("ours", ours), ("baseline", base))}
+                    for side, result in (("ours", ours), ("baseline", base), ("ours_fp32", fp32)) if result}
     part.details["settings"] = ours["shared_args"]
     return part
 
 
-def _run_side(ctx: Context, side: str, job: dict) -> dict:
-    folder = ctx.scratch / f"train-{side}"
+def _run_side(ctx: Context, side: str, job: dict, folder: str | None = None) -> dict:
+    folder = ctx.scratch / f"train-{folder or side}"
     folder.mkdir(parents=True, exist_ok=True)
     job_file, result_file, log_file = folder / "job.json", folder / "result.json", folder / "worker.log"
     job_file.write_text(json.dumps({**job, "side": side, "out_dir": str(folder / "out")}), encoding="utf-8")
