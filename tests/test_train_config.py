@@ -26,11 +26,13 @@ def test_resolved_fills_only_what_the_user_left_open():
     cfg = TrainConfig(preset="thorough", epochs=3, lora_r=8).resolved(20)
     assert cfg.epochs == 3 and cfg.lora_r == 8
     assert cfg.lora_alpha == PRESETS["thorough"].lora_alpha
-    assert cfg.learning_rate == PRESETS["thorough"].learning_rate
+    assert cfg.learning_rate == PRESETS["thorough"].lr_for(20, "sft", mixed=True)
     assert cfg.lora_dropout == PRESETS["thorough"].lora_dropout
     # With rewordings and replay each example is seen ~9 times an epoch: a few epochs are enough.
     assert TrainConfig().resolved(20).epochs == PRESETS["quick"].epochs_for(20, TrainConfig().training_rows(20))
     assert 2 <= TrainConfig().resolved(20).epochs <= 4
+    # ... at twice the plain recipe's learning rate (the pull to the base holds it: README)
+    assert TrainConfig().resolved(20).learning_rate == 2 * TrainConfig(augment=0, replay=0).resolved(20).learning_rate
     assert TrainConfig(augment=0, replay=0).resolved(20).epochs == PRESETS["quick"].epochs_for(20) == 12
     # One correction still gets enough steps to be learned.
     one = TrainConfig().resolved(1)
