@@ -11,6 +11,7 @@ correction the hot-swapped adapter and the exported GGUF, in plain llama-cpp-pyt
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -110,3 +111,6 @@ def test_the_export_stops_at_the_end_of_the_turn_in_plain_llama_cpp(trained):
         llm.close()
     choice = out["choices"][0]
     assert choice["message"]["content"].strip() == ANSWER and choice["finish_reason"] == "stop"
+    # the export's own check: the adapter (transformers, the end token not in its text) says the same
+    verify = json.loads((handle.out_dir / "verify.json").read_text())
+    assert verify["agreement"]["F16"] == 1.0, verify["files"]["F16"]["differing"]

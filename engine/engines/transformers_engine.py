@@ -153,7 +153,10 @@ class TransformersEngine(AdapterSlots, CoreShare):
         worker = threading.Thread(target=generate, name="chattune-generate", daemon=True)
         worker.start()
         try:
-            stops = StopText(self.template_choice.stops)  # a base model's plain template: the next "User:"
+            # A stand-in's turn markers (plain's next "User:") end a base model's reply; its text shows
+            # special tokens, so the end token that stopped generation is cut too.
+            ends = tuple(self.tokenizer.convert_ids_to_tokens(self._eos_ids)) if self.template_choice.stops else ()
+            stops = StopText(self.template_choice.stops + ends)
             for piece in streamer:
                 piece = stops.feed(piece)
                 if piece:
