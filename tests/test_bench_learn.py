@@ -24,7 +24,8 @@ def test_bench_learn_runs_both_recipes_and_writes_json(tiny_gguf, workspace, tmp
     names = [row["name"] for row in part["rows"]]
     assert names == ["taught recall (of 2)", "reworded recall (of 2, never trained on)",
                      f"general answers still right (base right on {part['details']['base']['base_general_right']})",
-                     "general answers kept (same as base, of 3)", "time to adapter"]
+                     "general answers kept (same as base, of 3)", "time to adapter",
+                     "evaluation after training vs the training"]  # the default run is evaluated, as a user's is
     for row in part["rows"]:
         check_stats(row["ours"])
         check_stats(row["baseline"])

@@ -26,6 +26,7 @@ from engine.bench.common import Context, PartResult, Row, summarize
 REJECTED = "I am not sure about that."  # the reply each correction replaced
 GENERAL_MAX_TOKENS = 32  # as the scorecard's forgetting check
 FACT_MAX_TOKENS = 48
+EVAL_TARGET = 2.0  # the scorecard after a run takes at most half of the run's own time
 
 
 def load_facts(limit: int | None = None) -> list[dict]:
@@ -43,7 +44,9 @@ def load_facts(limit: int | None = None) -> list[dict]:
 def recipes(precision: str = "auto") -> dict:
     from engine.train.config import TrainConfig
 
-    return {"new": TrainConfig(evaluate=False, precision=precision),
+    # The default recipe evaluates after training, as a user's run does (its scorecard's time is a row);
+    # the adapter is ready, and timed, before that evaluation starts.
+    return {"new": TrainConfig(precision=precision),
             "plain": TrainConfig(augment=0, replay=0, evaluate=False, precision=precision)}
 
 
@@ -76,6 +79,10 @@ def learn_part(ctx: Context) -> PartResult:
         Row("time to adapter", "s", one(runs["new"]["adapter_s"]), one(runs["plain"]["adapter_s"]), better="lower",
             note="from the start of the run to its adapter ready (rewordings and replay included)"),
     ]
+    if runs["new"]["scorecard_s"] is not None:
+        part.rows.append(Row("evaluation after training vs the training", "s", one(runs["new"]["scorecard_s"]),
+                             one(runs["new"]["train_s"]), better="lower", target=EVAL_TARGET,
+                             note="ours: the default run's scorecard; baseline: that run up to its adapter"))
     part.ours = "the default recipe: rewordings of every question, replay of the base's answers, best epoch kept"
     part.baseline = "the plain recipe: SFT on the examples as given (--no-augment --no-replay)"
     part.notes = [f"{n} made-up facts imported as corrections (no system prompt, no pinning); "
@@ -120,12 +127,15 @@ def _train(ctx: Context, name: str, config, facts: list[dict]) -> dict:
     handle.wait(timeout=60)
     if adapter_s is None:
         raise RuntimeError(f"the {name} run did not finish: {last}")
-    start = next((e for e in _events(handle.run_dir) if e["event"] == "start"), {})
-    done = next((e for e in _events(handle.run_dir) if e["event"] == "done"), {})
+    events = _events(handle.run_dir)
+    start = next((e for e in events if e["event"] == "start"), {})
+    done = next((e for e in events if e["event"] == "done"), {})
+    card = next((e for e in events if e["event"] == "scorecard"), {})
     return {"workspace": workspace, "run": handle.name, "adapter_s": adapter_s, "rows": start.get("rows"),
             "epochs": start.get("epochs"), "steps": done.get("steps"), "precision": start.get("precision"),
             "tokens_per_s": done.get("tokens_per_s"), "train_loss": done.get("final_loss"),
-            "eval_loss": done.get("eval_loss")}
+            "eval_loss": done.get("eval_loss"), "train_s": done.get("elapsed_s"),
+            "scorecard_s": card.get("elapsed_s")}
 
 
 def _events(run_dir: Path) -> list[dict]:

@@ -92,8 +92,9 @@ class TrainConfig:
     seed: int = 42
     quantization: str = "auto"  # auto: 4bit (QLoRA) on CUDA, none (LoRA) on CPU
     device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
-    # Compute precision. auto: bf16 on CUDA, fp32 on CPU. bf16 on a CPU with AMX/AVX512-BF16 trains
-    # about 1.6x faster (measured on SmolLM2-135M) at slightly lower precision.
+    # Compute precision. auto: bf16 on CUDA (fp16 below compute capability 8.0); bf16 on a CPU with
+    # AMX/AVX512-BF16 (`bench train`: 1.07x fp32's tokens/s on SmolLM2-135M, the same learning in
+    # `bench learn`), fp32 on other CPUs.
     precision: str = "auto"
     template: str | None = None  # a chat-template override from prompts/templates/, as in the chat
     # The learning recipe (engine/train/mix.py). augment: rewordings per example (0: the examples as
