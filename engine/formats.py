@@ -30,10 +30,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, ValidationError
 
 from engine.errors import ChattuneError
 from engine.splits import check_split
-from engine.store import FeedbackStore, check_messages
+from engine.store import ChatMessage, FeedbackStore, check_messages
+from engine.validation import InputObject, one_line
 
 FORMATS = ("openai", "sharegpt", "alpaca", "dpo")
 VIEWS = ("sft", "dpo")
@@ -73,17 +77,61 @@ class ExportResult:
 # -- parsing one JSON object per format -----------------------------------------------------------
 
 
-def _require(obj: dict, keys: tuple[str, ...], fmt_name: str) -> None:
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        found = ", ".join(repr(k) for k in obj) or "none"
-        raise ChattuneError(f"expected keys {', '.join(repr(k) for k in keys)} ({fmt_name}), found {found}")
+class OpenAIRow(InputObject):
+    model_config = ConfigDict(title="OpenAI chat format")
+
+    messages: list[ChatMessage]
 
 
-def _string(value, what: str) -> str:
-    if not isinstance(value, str):
-        raise ChattuneError(f"{what} must be a string, got {type(value).__name__}")
-    return value
+class ShareGPTTurn(InputObject):
+    model_config = ConfigDict(title="ShareGPT turn")
+
+    speaker: Literal["system", "human", "user", "gpt", "assistant"] = Field(alias="from")
+    value: str
+
+
+class ShareGPTRow(InputObject):
+    model_config = ConfigDict(title="ShareGPT format")
+
+    conversations: list[ShareGPTTurn]
+    system: str | None = None
+
+
+class AlpacaRow(InputObject):
+    model_config = ConfigDict(title="Alpaca format")
+
+    instruction: str
+    output: str
+    input: str = ""
+    system: str | None = None
+    history: list[tuple[str, str]] | None = Field(None, description="a list of [instruction, answer] pairs")
+
+
+class AssistantTurn(InputObject):
+    model_config = ConfigDict(title="assistant message")
+
+    role: Literal["assistant"]
+    content: str
+
+
+# A DPO answer: a string, or TRL's conversational [{"role": "assistant", "content": ...}].
+DPOAnswer = Annotated[str | Annotated[list[AssistantTurn], Field(min_length=1, max_length=1)],
+                      Field(description="a string or a list holding one assistant message")]
+
+
+class DPORow(InputObject):
+    model_config = ConfigDict(title="DPO format")
+
+    prompt: str | list[ChatMessage] = Field(description="a string or a list of messages")
+    chosen: DPOAnswer
+    rejected: DPOAnswer
+
+
+def _parse(model: type[InputObject], obj: dict) -> InputObject:
+    try:
+        return model.model_validate(obj)
+    except ValidationError as err:
+        raise ChattuneError(one_line(err, obj, model=model)) from None
 
 
 def _split_answer(messages: list[dict], what: str) -> Example:
@@ -93,76 +141,35 @@ def _split_answer(messages: list[dict], what: str) -> Example:
 
 
 def parse_openai(obj: dict) -> Example:
-    _require(obj, ("messages",), "OpenAI chat format")
-    messages = obj["messages"]
-    if not isinstance(messages, list):
-        raise ChattuneError(f"'messages' must be a list, got {type(messages).__name__}")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ChattuneError(f"messages[{i}] must be an object, got {type(message).__name__}")
-        _string(message.get("role"), f"messages[{i}].role")
-        _string(message.get("content"), f"messages[{i}].content")
-    return _split_answer([{"role": m["role"], "content": m["content"]} for m in messages], "messages")
+    row = _parse(OpenAIRow, obj)
+    return _split_answer([m.model_dump() for m in row.messages], "messages")
 
 
 def parse_sharegpt(obj: dict) -> Example:
-    _require(obj, ("conversations",), "ShareGPT format")
-    turns = obj["conversations"]
-    if not isinstance(turns, list):
-        raise ChattuneError(f"'conversations' must be a list, got {type(turns).__name__}")
-    messages = []
-    if "system" in obj:
-        messages.append({"role": "system", "content": _string(obj["system"], "'system'")})
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            raise ChattuneError(f"conversations[{i}] must be an object, got {type(turn).__name__}")
-        _require(turn, ("from", "value"), f"ShareGPT turn {i}")
-        speaker = _string(turn["from"], f"conversations[{i}].from")
-        if speaker not in _SHAREGPT_ROLES:
-            raise ChattuneError(f"conversations[{i}].from must be one of {', '.join(_SHAREGPT_ROLES)}, "
-                                f"got {speaker!r}")
-        messages.append({"role": _SHAREGPT_ROLES[speaker],
-                         "content": _string(turn["value"], f"conversations[{i}].value")})
-    return _split_answer(messages, "conversations")
+    row = _parse(ShareGPTRow, obj)
+    system = [] if row.system is None else [{"role": "system", "content": row.system}]
+    turns = [{"role": _SHAREGPT_ROLES[turn.speaker], "content": turn.value} for turn in row.conversations]
+    return _split_answer(system + turns, "conversations")
 
 
 def parse_alpaca(obj: dict) -> Example:
-    _require(obj, ("instruction", "output"), "Alpaca format")
-    instruction = _string(obj["instruction"], "'instruction'")
-    extra = _string(obj.get("input", ""), "'input'")
-    messages = []
-    if obj.get("system"):
-        messages.append({"role": "system", "content": _string(obj["system"], "'system'")})
-    history = obj.get("history") or []
-    if not isinstance(history, list):
-        raise ChattuneError(f"'history' must be a list of [instruction, answer] pairs, got {type(history).__name__}")
-    for i, pair in enumerate(history):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-            raise ChattuneError(f"history[{i}] must be a pair of strings [instruction, answer]")
-        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-    messages.append({"role": "user", "content": f"{instruction}\n{extra}" if extra else instruction})
-    return Example(check_messages(messages), _string(obj["output"], "'output'"))
-
-
-def _dpo_side(value, what: str) -> str:
-    """A DPO answer: a string, or TRL's conversational [{"role": "assistant", "content": ...}]."""
-    if isinstance(value, list):
-        if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
-            raise ChattuneError(f"'{what}' must be a string or a list holding one assistant message")
-        return _string(value[0].get("content"), f"'{what}' content")
-    return _string(value, f"'{what}'")
+    row = _parse(AlpacaRow, obj)
+    messages = [{"role": "system", "content": row.system}] if row.system else []
+    for instruction, answer in row.history or []:
+        messages += [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": f"{row.instruction}\n{row.input}" if row.input else row.instruction})
+    return Example(check_messages(messages), row.output)
 
 
 def parse_dpo(obj: dict) -> Example:
-    _require(obj, ("prompt", "chosen", "rejected"), "DPO format")
-    prompt = obj["prompt"]
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, list):
-        messages = check_messages(prompt, "prompt")
-    else:
-        raise ChattuneError(f"'prompt' must be a string or a list of messages, got {type(prompt).__name__}")
-    return Example(messages, _dpo_side(obj["chosen"], "chosen"), _dpo_side(obj["rejected"], "rejected"))
+    row = _parse(DPORow, obj)
+    messages = ([{"role": "user", "content": row.prompt}] if isinstance(row.prompt, str)
+                else check_messages([m.model_dump() for m in row.prompt], "prompt"))
+    return Example(messages, _dpo_text(row.chosen), _dpo_text(row.rejected))
+
+
+def _dpo_text(side: str | list[AssistantTurn]) -> str:
+    return side if isinstance(side, str) else side[0].content
 
 
 _PARSERS: dict[str, Callable[[dict], Example]] = {

@@ -31,15 +31,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Annotated, Literal, get_args
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from engine.errors import ChattuneError
 from engine.splits import SPLITS, check_split, normalise_text, split_key
+from engine.validation import InputObject, one_line
 
 KINDS = ("approved", "corrected", "flagged", "preference")
 FEEDBACK_KINDS = ("approved", "corrected", "flagged")
 SFT_KINDS = ("approved", "corrected")
 DPO_KINDS = ("corrected", "preference")
-ROLES = ("system", "user", "assistant")
+Role = Literal["system", "user", "assistant"]
+ROLES = get_args(Role)
 BUSY_TIMEOUT_MS = 10_000
 
 __all__ = ["KINDS", "SPLITS", "AddResult", "FeedbackStore", "Record", "Snapshot", "check_messages", "to_dataset"]
@@ -125,22 +130,25 @@ class Snapshot:
     counts: dict[str, int]  # {"sft-train": n, ..., "dpo-test": n}
 
 
+class ChatMessage(InputObject):
+    model_config = ConfigDict(title="chat message")
+
+    role: Role
+    content: str
+
+
+_CONVERSATION = TypeAdapter(Annotated[list[ChatMessage], Field(min_length=1)])
+
+
 def check_messages(messages, what: str = "messages") -> list[dict]:
     """A copy as [{role, content}], system first if any, ending with a user turn; else ChattuneError."""
-    if not isinstance(messages, list) or not messages:
-        raise ChattuneError(f"{what} must be a non-empty list of chat messages")
-    clean = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ChattuneError(f"{what}[{i}] must be an object with 'role' and 'content'")
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise ChattuneError(f"{what}[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
-        if not isinstance(content, str):
-            raise ChattuneError(f"{what}[{i}].content must be a string, got {type(content).__name__}")
-        if role == "system" and i != 0:
+    try:
+        clean = [message.model_dump() for message in _CONVERSATION.validate_python(messages)]
+    except ValidationError as err:
+        raise ChattuneError(one_line(err, messages, what, expected="a non-empty list of chat messages")) from None
+    for i, message in enumerate(clean):
+        if message["role"] == "system" and i != 0:
             raise ChattuneError(f"{what}[{i}]: a system message may only come first")
-        clean.append({"role": role, "content": content})
     if clean[-1]["role"] != "user":
         raise ChattuneError(f"{what} must end with a user message, not {clean[-1]['role']}")
     return clean

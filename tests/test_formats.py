@@ -203,6 +203,25 @@ def test_wrong_types_in_other_formats_name_the_line(store, tmp_path):
     assert store.stats()["total"] == 0
 
 
+def test_a_problem_inside_a_nested_value_names_its_place(store, tmp_path):
+    cases = [
+        (_line({"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}),
+         "prompt[0]: expected keys 'role', 'content' (chat message), found 'role'"),
+        (_line({"prompt": "q", "chosen": [{"role": "user", "content": "a"}], "rejected": "b"}),
+         "chosen[0].role must be one of 'assistant', got 'user'"),
+        (_line({"instruction": "x", "output": "y", "history": [["a", 3]]}), "history[0][1] must be a string, got int"),
+        (_line({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": None}]}),
+         "conversations[1].value must be a string, got NoneType"),
+    ]
+    for i, (data, problem) in enumerate(cases):
+        path = tmp_path / f"nested{i}.jsonl"
+        path.write_bytes(data)
+        with pytest.raises(ChattuneError) as err:
+            import_file(store, path)
+        assert f"{path} line 1: {problem}" in str(err.value)
+    assert store.stats()["total"] == 0
+
+
 def test_a_50_mb_line_is_refused_without_parsing_it(store, tmp_path):
     path = tmp_path / "huge.jsonl"
     with open(path, "wb") as f:
