@@ -1,20 +1,70 @@
 """What the training and export child processes share: their stdout carries JSON-line events only.
 
-In the child, `redirect_output` keeps stdout for events. In the parent, `spawn_child` starts it in
-its own process group and `ChildHandle` follows it: events, cancel, wait.
+In the child, `redirect_output` keeps stdout for events and `EventWriter` writes them. In the
+parent, `spawn_child` starts it in its own process group and `ChildHandle` follows it: events,
+cancel, wait.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 TERMINAL_EVENTS = ("done", "error", "cancelled")
+SIGNIFICANT_DIGITS = 6  # a float event field keeps 6 significant digits (a decayed lr of 1e-7 stays non-zero)
+
+
+class EventWriter:
+    """Writes each event as one JSON line to `stream` (the runner's pipe) and, when `path` is given,
+    appends it there too (a run's metrics.jsonl). Callable: `emit(event, **fields)`."""
+
+    def __init__(self, stream: IO[str] | None, path: Path | None = None, enabled: bool = True):
+        self.stream = stream
+        self.path = Path(path) if path is not None else None
+        self.enabled = enabled  # False on the non-main ranks of a multi-GPU run
+
+    def emit(self, event: str, **fields) -> dict:
+        record = {"event": event, "t": round(time.time(), 3), **{k: clean(v) for k, v in fields.items()}}
+        if not self.enabled:
+            return record
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+        if self.stream is not None:
+            try:
+                self.stream.write(line)
+                self.stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                # The runner went away (the TUI quit): the child carries on; a run's file has everything.
+                self.stream = None
+        return record
+
+    __call__ = emit
+
+    def warn(self, kind: str, message: str) -> dict:
+        return self.emit("warning", kind=kind, message=message)
+
+
+def clean(value):
+    """JSON has no NaN/inf (they become null); floats keep SIGNIFICANT_DIGITS; paths become strings."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
 
 
 def redirect_output(log_path: Path):
@@ -52,19 +102,20 @@ def describe_exit(code: int, what: str, oom_hint: str = "") -> str:
 
 
 def spawn_child(command: list[str], log_path: Path, *, env: dict | None = None,
-                pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
-    """Start a child whose stdout is read as events and whose stderr goes to `log_path`. It finds this
-    package even when it is not installed, and leads its own process group: a Ctrl+C in the terminal
-    is the CLI's to handle, and cancelling signals the group (the converter, or DDP ranks, go too)."""
+                pass_fds: tuple[int, ...] = (), events: bool = True) -> subprocess.Popen:
+    """Start a child whose stdout is read as events (with `events=False`, it goes to the log too) and
+    whose stderr goes to `log_path`. It finds this package even when it is not installed, and leads
+    its own process group: a Ctrl+C in the terminal is the CLI's to handle, and cancelling signals
+    the group (the converter, or DDP ranks, go too)."""
     import engine
 
     package_root = str(Path(engine.__file__).resolve().parent.parent)
     env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     with open(log_path, "ab") as log:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True,
-                                encoding="utf-8", errors="replace", bufsize=1, env=env, pass_fds=pass_fds,
-                                start_new_session=True)
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if events else log,
+                                stderr=log, text=True, encoding="utf-8", errors="replace", bufsize=1, env=env,
+                                pass_fds=pass_fds, start_new_session=True)
 
 
 def child_pids(pid: int) -> list[int]:

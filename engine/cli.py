@@ -130,3 +130,7 @@ def _insert_chat(argv: list[str]) -> list[str]:
         head += rest[:take]
         rest = rest[take:]
     return head + ["chat"] + rest
+
+
+if __name__ == "__main__":  # the evaluation child (engine.evaluate.runner) runs `python -m engine.cli eval`
+    sys.exit(main())

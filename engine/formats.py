@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, ValidationError
 
 from engine.errors import ChattuneError
+from engine.files import write_atomic
 from engine.splits import check_split
 from engine.store import ChatMessage, FeedbackStore, check_messages
 from engine.validation import InputObject, one_line
@@ -366,22 +366,6 @@ def export_file(store: FeedbackStore, path: str | os.PathLike, fmt: str, split: 
     path = Path(path)
     write_atomic(path, "".join(lines).encode("utf-8"))
     return ExportResult(path, fmt, view, len(rows))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it 0600; an export is meant to be shared
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_format(fmt: str) -> None:

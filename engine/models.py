@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,3 +198,24 @@ def _restore_special_tokens(tokenizer, gguf_path: Path) -> None:
         token_id = fields.get(f"tokenizer.ggml.{key}")
         if getattr(tokenizer, attr) is None and isinstance(token_id, int) and 0 <= token_id < len(tokenizer):
             setattr(tokenizer, attr, tokenizer.convert_ids_to_tokens(token_id))
+
+
+# --- parameter counts from file headers (no weights read) --------------------------------------
+
+
+def count_parameters(spec: ModelSpec) -> int | None:
+    try:
+        if spec.is_gguf:
+            from engine.model_catalog import read_gguf_header
+
+            return read_gguf_header(spec.path).params
+        return sum(_safetensors_parameters(p) for p in sorted(spec.path.glob("*.safetensors")))
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _safetensors_parameters(path: Path) -> int:
+    with path.open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")

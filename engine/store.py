@@ -187,14 +187,14 @@ def _dumps(value) -> str:
 class FeedbackStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._lock = threading.RLock()
+        self._lock = _Guard(self.path)  # every read and write holds it; it also turns errors into StoreError
         self._depth = 0  # transaction nesting level, guarded by _lock
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                          check_same_thread=False)
         except (OSError, sqlite3.Error) as err:
-            raise ChattuneError(f"cannot open feedback store {self.path}: {err}",
+            raise StoreError(f"cannot open feedback store {self.path}: {err}",
                                 "check the workspace folder is writable") from err
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -203,7 +203,7 @@ class FeedbackStore:
             self._migrate()
         except sqlite3.DatabaseError as err:
             self._conn.close()
-            raise ChattuneError(f"{self.path} is not a usable chattune feedback store: {err}",
+            raise StoreError(f"{self.path} is not a usable chattune feedback store: {err}",
                                 "move the file away or choose another workspace with --workspace") from err
         except BaseException:
             self._conn.close()
@@ -499,6 +499,29 @@ def _missing(record_id: int) -> ChattuneError:
     return ChattuneError(f"no feedback record with id {record_id}", "see `chattune data list`")
 
 
-def _busy(err: sqlite3.OperationalError) -> ChattuneError:
-    return ChattuneError(f"the feedback store is busy ({err})",
-                         "another chattune process is writing to it; try again in a moment")
+def _busy(err: sqlite3.OperationalError) -> StoreError:
+    return StoreError(f"the feedback store is busy ({err})",
+                      "another chattune process is writing to it; try again in a moment")
+
+
+class StoreError(ChattuneError):
+    """The feedback store could not read or write (a full disk, a locked or broken file): worth a retry."""
+
+
+class _Guard:
+    """The store's lock, which also turns what SQLite and the file system raise into StoreError, so
+    callers (the app, the CLI) catch one error type with a message a user can act on."""
+
+    def __init__(self, path: Path):
+        self._lock = threading.RLock()
+        self._path = path
+
+    def __enter__(self) -> _Guard:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, kind, err, _tb) -> None:
+        self._lock.release()
+        if isinstance(err, (sqlite3.Error, OSError)):
+            raise StoreError(f"the feedback store {self._path} failed: {err}",
+                             "check that the disk has room and the file is writable, then try again") from err

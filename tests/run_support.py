@@ -14,10 +14,10 @@ def start_run(workspace: Workspace, name: str, base: Path, n_examples: int | Non
     """Create the run folder with snapshot/ (of the workspace's store) and config.json (resolved config
     for `n_examples`, by default the snapshot's SFT count; base reference; snapshot), and open its
     event log. Returns (run_dir, log, snapshot)."""
+    from engine.files import write_json_atomic
     from engine.models import resolve_model
+    from engine.runfolder import EventLog, base_reference
     from engine.train.config import TrainConfig
-    from engine.train.events import EventLog
-    from engine.train.rundir import base_reference, write_json_atomic
 
     run_dir = workspace.run_dir(name)
     run_dir.mkdir(parents=True)

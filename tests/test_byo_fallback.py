@@ -32,7 +32,7 @@ def dora_run(tmp_path_factory, tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from engine.train.events import EventLog
+    from engine.runfolder import EventLog
     from engine.train.recipe import convert_to_gguf
 
     workspace = Workspace.open(tmp_path_factory.mktemp("dora-ws"))

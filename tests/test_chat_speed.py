@@ -81,7 +81,7 @@ def test_a_run_started_in_another_process_takes_the_share_from_the_next_reply(ti
     """`chattune train` in another terminal holds the workspace's training lock; the app is not told."""
     engine = open_engine("llamacpp", resolve_model(str(tiny_gguf)), workspace)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from engine.train import lock; held = lock.acquire(sys.argv[1], 'cli'); "
+        [sys.executable, "-c", "import sys; from engine import runlock; held = runlock.acquire(sys.argv[1], 'cli'); "
                                "print('held', flush=True); sys.stdin.read()", str(workspace.runs_dir)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

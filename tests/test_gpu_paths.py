@@ -20,8 +20,9 @@ from engine.hardware import (
     training_setup,
     visible_gpu_count,
 )
+from engine.runfolder import load_run
 from engine.train.config import TrainConfig
-from engine.train.runner import load_run, start_run
+from engine.train.runner import start_run
 
 T4, A100, H100 = (7, 5), (8, 0), (9, 0)
 

@@ -9,15 +9,14 @@ import sys
 import pytest
 from train_support import collect, fill_store, read_metrics
 
+from engine import runlock
 from engine.errors import ChattuneError
-from engine.train import lock
+from engine.runfolder import list_runs, load_run
 from engine.train.config import TrainConfig
 from engine.train.runner import (
     RunHandle,
     attach_run,
     child_command,
-    list_runs,
-    load_run,
     resume_run,
     start_run,
 )
@@ -83,7 +82,7 @@ def test_a_run_trains_two_steps_and_its_folder_tells_the_story(filled, tiny_mode
     assert (info.name, info.status, info.method, info.step, info.max_steps) == ("two-steps", "done", "sft", 2, 2)
     assert info.final_loss == done["final_loss"] and info.eval_loss == done["eval_loss"]
     assert [loss for _, loss in info.losses] == [s["loss"] for s in steps]
-    assert info.adapter == run_dir / "adapter" and lock.holder_of(filled.runs_dir) is None
+    assert info.adapter == run_dir / "adapter" and runlock.holder_of(filled.runs_dir) is None
 
 
 @pytest.mark.child
@@ -137,7 +136,7 @@ def test_a_killed_child_is_an_error_with_its_log_and_the_workspace_stays_usable(
     assert error["log"] == str(handle.run_dir / "train.log") and os.path.isfile(error["log"])
     info = load_run(handle.run_dir)
     assert info.status == "failed" and "SIGKILL" in info.message
-    assert lock.holder_of(filled.runs_dir) is None
+    assert runlock.holder_of(filled.runs_dir) is None
     assert _store_state(filled) == before
 
     fresh = start_run(filled, TrainConfig(epochs=1, batch_size=8, evaluate=False, **PLAIN), str(tiny_model_dir), name="after")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -18,7 +17,7 @@ from textual.widgets import DataTable, Input, Select, TextArea
 
 from engine.engines.base import GenParams
 from engine.errors import ModelNotFound
-from engine.store import FeedbackStore
+from engine.store import FeedbackStore, StoreError
 from tui.app import ChattuneApp, open_model
 from tui.modals.confirm import ConfirmModal
 from tui.modals.correct import CorrectModal
@@ -404,7 +403,7 @@ async def test_store_write_failure_keeps_the_feedback_for_a_retry(workspace, mon
         view = await send(pilot, "hello")
 
         def disk_full(*args, **kwargs):
-            raise sqlite3.OperationalError("database or disk is full")
+            raise StoreError("the feedback store failed: database or disk is full", "free some space")
 
         monkeypatch.setattr(app.store, "add_feedback", disk_full)
         await pilot.press("tab", "e")

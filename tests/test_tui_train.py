@@ -11,7 +11,7 @@ from fake_engine import FakeEngine
 from test_tui import Notices, running, send
 from textual.widgets import Button, Checkbox, DataTable, Input
 
-from engine.train import lock
+from engine import runlock
 from engine.train.config import TrainConfig
 from tui.modals.export import ExportModal
 from tui.modals.train import TrainModal
@@ -198,7 +198,7 @@ async def test_a_run_from_the_dialog_is_hot_swapped_into_the_chat(workspace, tin
         assert "training: idle" in status_text(app)
         await pilot.press("tab", "b")
         await wait_for(pilot, lambda: engine.which() == f"adapter {name}", "the adapter to answer", 30)
-    assert lock.holder_of(workspace.runs_dir) is None
+    assert runlock.holder_of(workspace.runs_dir) is None
 
 
 @pytest.mark.child
@@ -403,7 +403,7 @@ async def test_export_dialog_exports_a_tiny_run(workspace, tiny_model_dir, monke
 async def test_app_start_follows_a_run_already_training(workspace, monkeypatch):
     """A run started before the app (or by an earlier app): followed through its run folder."""
     write_run(workspace, "bg", status="running", losses=((1, 2.0),), evals=())
-    held = lock.acquire(workspace.runs_dir, "bg")
+    held = runlock.acquire(workspace.runs_dir, "bg")
     try:
         notices = Notices()
         async with running(workspace, notices=notices) as (app, pilot):

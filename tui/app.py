@@ -14,15 +14,21 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from engine.adapters import newest_adapter, resolve_adapter
-from engine.engines import ChatEngine, GenParams, open_engine
-from engine.errors import ChattuneError
-from engine.models import resolve_model
-from engine.prompts import system_prompt, system_prompts
-from engine.session import default_engine_for
-from engine.store import FeedbackStore
-from engine.templates import chat_templates
-from engine.workspace import Workspace
+from engine.api import (
+    ChatEngine,
+    ChattuneError,
+    FeedbackStore,
+    GenParams,
+    Workspace,
+    chat_templates,
+    default_engine_for,
+    newest_adapter,
+    open_engine,
+    resolve_adapter,
+    resolve_model,
+    system_prompt,
+    system_prompts,
+)
 from tui.generation import Generation
 from tui.labels import adapter_of, speaker_title
 from tui.messages import EngineChanged, StoreChanged

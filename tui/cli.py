@@ -1,4 +1,4 @@
-"""Console entry point: `chattune` opens the chat app; subcommands run from engine.cli."""
+"""Console entry point: `chattune` opens the chat app; subcommands run from the engine's command line."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ def run_chat(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.cli import main as engine_main
+    from engine.api import run_command_line
 
-    return engine_main(argv, chat=run_chat)
+    return run_command_line(argv, chat=run_chat)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import ChattuneError
+from engine.api import ChattuneError
 from tui.widgets.message import Reply
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.engines.base import BASE
+from engine.api import BASE
 
 ADAPTER_PREFIX = "adapter "
 

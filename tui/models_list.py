@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.errors import ChattuneError
+from engine.api import ChattuneError
 
 LIST_TIMEOUT_S = 300
 

@@ -11,12 +11,16 @@ import time
 from dataclasses import replace
 from functools import partial
 
-from engine.adapters import resolve_adapter
-from engine.errors import ChattuneError
-from engine.train import lock
-from engine.train.config import TrainConfig
-from engine.train.rundir import read_run_config
-from engine.train.runner import attach_run, resume_run, start_run
+from engine.api import (
+    ChattuneError,
+    TrainConfig,
+    attach_run,
+    evaluates_after_training,
+    resolve_adapter,
+    resume_run,
+    start_run,
+    training_run,
+)
 from tui.background import follow
 from tui.labels import adapter_of
 from tui.messages import EngineChanged
@@ -69,11 +73,11 @@ class Trainer:
 
     def attach_running(self) -> None:
         """At app start: follow the run that is training in this workspace, if one is."""
-        holder = lock.holder_of(self.app.workspace.runs_dir)
-        if holder is None:
+        running = training_run(self.app.workspace)
+        if running is None:
             return
         try:
-            handle = attach_run(self.app.workspace, holder.run)
+            handle = attach_run(self.app.workspace, running)
         except ChattuneError:
             return  # it ended between the two looks
         self._quiet_before = time.time()
@@ -84,10 +88,7 @@ class Trainer:
 
     def _follow(self, handle) -> None:
         self.handle = handle
-        try:
-            self.evaluates = bool(read_run_config(handle.run_dir).get("config", {}).get("evaluate", True))
-        except ChattuneError:
-            self.evaluates = True
+        self.evaluates = evaluates_after_training(handle.run_dir)
         self._set(replace(self.state, run=handle.name))
         follow(self.app, f"train-{handle.name}", handle.events, partial(self._on_event, handle),
                partial(self._ended, handle))

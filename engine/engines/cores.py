@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.train import lock
+from engine import runlock
 
 
 def usable_cores() -> int:
@@ -53,7 +53,7 @@ class CoreShare:
 
     def _pick_threads(self) -> int:
         cores = usable_cores()
-        holder = lock.holder_of(self._runs_dir) if self._runs_dir is not None else None
+        holder = runlock.holder_of(self._runs_dir) if self._runs_dir is not None else None
         # Inside the training child (its evaluation) the run is this process: the load is its own work.
         busy = self._told_busy or (holder is not None and holder.pid != os.getpid())
         return share_of(cores) if busy else cores

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from pathlib import Path
 
+from engine.files import write_json_atomic
 from engine.models import ModelSpec
-from engine.train.rundir import fingerprint
+from engine.runfolder import fingerprint
 from engine.workspace import Workspace
 
 CACHE_FOLDER = "eval"
@@ -42,8 +40,4 @@ class BaseAnswers:
 
     def save(self) -> None:
         """Atomic, so two evaluations at once never leave a torn file (the last one wins)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"model": self.model, "answers": self.answers}, fh, ensure_ascii=False, indent=1)
-        os.replace(tmp, Path(self.path))
+        write_json_atomic(self.path, {"model": self.model, "answers": self.answers}, indent=1)

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from engine.text import clip
+from engine.text import clip, number, percent
 
 CLIP = 80  # table cells of the markdown scorecard
-
-
-def percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.0f}%"
-
-
-def number(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def summary_row(card: dict, ab: dict | None = None) -> dict:

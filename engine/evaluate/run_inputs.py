@@ -8,9 +8,7 @@ from pathlib import Path
 from engine.adapters import GGUF_FILE, PEFT_DIR, AdapterRef
 from engine.errors import ChattuneError
 from engine.models import ModelSpec, resolve_model
-from engine.train.data import SNAPSHOT_DIR
-from engine.train.events import read_events
-from engine.train.rundir import fingerprint, read_run_config
+from engine.runfolder import SNAPSHOT_DIR, fingerprint, loss_curves, read_events, read_run_config
 
 
 @dataclass
@@ -52,14 +50,10 @@ def read_run(run_dir: Path) -> RunInputs:
     counts = (meta.get("snapshot") or {}).get("counts") or {}
     inputs = RunInputs(run_dir.name, run_dir, spec, adapter, config.get("template"), method,
                        counts.get(f"{method}-train", 0))
-    steps: dict[float, float] = {}  # keyed, because a resumed run repeats the steps after its checkpoint
-    evals: dict[float, float] = {}
-    for event in read_events(run_dir):
+    events = read_events(run_dir)
+    for event in events:
         if event["event"] == "start" and event.get("examples") is not None:
             inputs.examples = event["examples"]
-        elif event["event"] == "step" and event.get("loss") is not None:
-            steps[event.get("step", len(steps) + 1)] = event["loss"]
-        elif event["event"] == "eval" and event.get("eval_loss") is not None:
-            evals[round(float(event.get("epoch") or len(evals) + 1), 3)] = event["eval_loss"]
-    inputs.train_curve, inputs.eval_curve = sorted(steps.items()), sorted(evals.items())
+    curves = loss_curves(events)
+    inputs.train_curve, inputs.eval_curve = curves.train, curves.eval_by_epoch
     return inputs

@@ -31,9 +31,10 @@ from engine.evaluate.recall import recall_items, score_recall
 from engine.evaluate.report import scorecard_markdown, summary_row
 from engine.evaluate.run_inputs import RunInputs, read_run
 from engine.evaluate.verdict import training_verdict
+from engine.files import write_json_atomic
 from engine.prompts import system_prompt
+from engine.runfolder import fingerprint
 from engine.store import FeedbackStore
-from engine.train.rundir import fingerprint, write_json_atomic
 from engine.workspace import Workspace
 
 SCORECARD_JSON = "scorecard.json"
@@ -113,7 +114,7 @@ def is_current(card: dict | None, run_dir: Path) -> bool:
 
 def summary_rows(workspace: Workspace) -> list[dict]:
     """report.summary_row for every run that has a scorecard, oldest run first, with fresh A/B votes."""
-    from engine.train.rundir import list_runs
+    from engine.runfolder import list_runs
 
     rows = []
     for run in list_runs(workspace):

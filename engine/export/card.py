@@ -8,13 +8,14 @@ from pathlib import Path
 
 from engine.export.fidelity import NEAR_TIE_NATS
 from engine.export.preflight import human_size
+from engine.text import number
 
 
 @dataclass
 class CardFacts:
     run: str
     meta: dict  # the run's config.json
-    info: object  # engine.train.rundir.RunInfo
+    info: object  # engine.runfolder.RunInfo
     files: list[dict]  # {"name", "bytes", "what"}
     ggufs: dict[str, str]  # quant -> file name
     lora_file: str | None
@@ -72,7 +73,7 @@ def model_card(facts: CardFacts) -> str:
             f"fingerprint {base.get('fingerprint', '?')})",
             f"- Data snapshot: hash `{snapshot.get('hash', '?')}`; examples: {counts or 'none recorded'}",
             f"- Trained: {meta.get('created_at', '?')}, {info.step or '?'} steps, final loss "
-            f"{_num(info.final_loss)}, validation loss {_num(info.eval_loss)}", "",
+            f"{number(info.final_loss, '.4g')}, validation loss {number(info.eval_loss, '.4g')}", "",
             "| setting | value |", "|---|---|"]
     out += [f"| {key} | {value} |" for key, value in config.items() if value not in (None, {}, [])]
 
@@ -102,8 +103,4 @@ def model_card(facts: CardFacts) -> str:
                    f"| {'; '.join(result['problems']) or 'none'} |")
     out += ["", "Details, with every reply that differs, are in `verify.json`.", ""]
     return "\n".join(out)
-
-
-def _num(value) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) else "?"
 

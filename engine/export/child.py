@@ -10,48 +10,17 @@ next to it stays responsive.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import signal
 import sys
-import time
 import traceback
-from pathlib import Path
 
-from engine.childproc import redirect_output
+from engine.childproc import EventWriter, redirect_output
 from engine.errors import ChattuneError
 from engine.export.verify import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
 CPU_NICENESS = 10
-
-
-class EventWriter:
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __call__(self, event: str, **fields) -> dict:
-        record = {"event": event, "t": round(time.time(), 3), **{k: _clean(v) for k, v in fields.items()}}
-        if self.stream is not None:
-            try:
-                self.stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-                self.stream.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                self.stream = None  # the runner went away: finish the export anyway
-        return record
-
-
-def _clean(value):
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def training_system_prompt(snapshot_dir: Path | None) -> str | None:
     sends it when the user gives none, so the model sees the context it was tuned in."""
     if snapshot_dir is None:
         return None
-    from engine.train.data import read_jsonl, snapshot_file
+    from engine.runfolder import read_jsonl, snapshot_file
 
     prompts = [row["messages"] for row in read_jsonl(snapshot_file(snapshot_dir, "sft", "train"))]
     prompts += [row["prompt"] for row in read_jsonl(snapshot_file(snapshot_dir, "dpo", "train"))]

@@ -196,7 +196,7 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
         from engine.evaluate.report import scorecard_markdown
         from engine.evaluate.scorecard import load_scorecard
         from engine.export.package import ollama_name, package, training_system_prompt
-        from engine.train.rundir import load_run, read_run_config
+        from engine.runfolder import load_run, read_run_config
 
         card = load_scorecard(plan.run_dir)
         first_checks = next(iter(results.values()))["checks"]
@@ -225,7 +225,7 @@ def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report:
     training and validation conversations and the shipped general text (prompts/eval), so that the
     rounding follows both what the run taught and ordinary language."""
     from engine.evaluate.prompt_sets import general_text
-    from engine.train.data import read_jsonl, snapshot_file
+    from engine.runfolder import read_jsonl, snapshot_file
 
     conversations = []
     for split in ("train", "val") if snapshot_dir is not None else ():

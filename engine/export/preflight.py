@@ -62,7 +62,7 @@ def plan_export(workspace: Workspace, run: str | None = None, quants=None, out: 
 
 def pick_run(workspace: Workspace, run: str | None) -> Path:
     """The named run, which must have finished; else the newest finished run."""
-    from engine.train.rundir import list_runs, load_run
+    from engine.runfolder import list_runs, load_run
 
     if run is None:
         finished = [info for info in list_runs(workspace) if info.status == "done" and info.adapter]

@@ -49,7 +49,7 @@ def verification_prompts(db_path: Path, snapshot_dir: Path | None, limit: int) -
             prompts = [example["messages"][:-1] for example in store.sft_examples("test")]
             prompts += [pair["prompt"] for pair in store.dpo_pairs("test")]
     if not prompts and snapshot_dir is not None:
-        from engine.train.data import read_jsonl, snapshot_file
+        from engine.runfolder import read_jsonl, snapshot_file
 
         source = "run snapshot (training prompts)"
         prompts = [row["messages"][:-1] for row in read_jsonl(snapshot_file(snapshot_dir, "sft", "train"))]
@@ -154,7 +154,7 @@ def reference_device(spec, workspace) -> tuple[str, str]:
     import torch
 
     from engine.hardware import reference_placement
-    from engine.train.plan import count_parameters
+    from engine.models import count_parameters
 
     cuda = torch.cuda.is_available()
     training = cuda and _training_on_gpu(workspace)
@@ -166,11 +166,11 @@ def reference_device(spec, workspace) -> tuple[str, str]:
 
 def _training_on_gpu(workspace) -> bool:
     """A run trains in this workspace, on the GPU (or still deciding, and not asked for the CPU)."""
+    from engine import runlock
     from engine.errors import ChattuneError
-    from engine.train import lock
-    from engine.train.rundir import read_run_config
+    from engine.runfolder import read_run_config
 
-    holder = lock.holder_of(workspace.runs_dir)
+    holder = runlock.holder_of(workspace.runs_dir)
     if holder is None:
         return False
     try:

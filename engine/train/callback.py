@@ -7,7 +7,7 @@ import time
 
 from transformers import TrainerCallback
 
-from engine.train.events import EventLog
+from engine.runfolder import EventLog
 
 OVERFIT_MARGIN = 0.01  # relative rise of the validation loss that counts as rising
 

@@ -1,6 +1,7 @@
-"""The training child process: `python -m engine.train.child RUN_DIR [--resume]`.
+"""The training child process: `python -m engine.train.child RUN_DIR [--resume]`: it trains
+(engine.train.recipe), then evaluates the finished run (engine.evaluate) unless its config says not to.
 
-stdout carries only JSON-line events (see engine.train.events); everything else the libraries
+stdout carries only JSON-line events (see engine.runfolder); everything else the libraries
 print goes to RUN_DIR/train.log. SIGTERM or SIGINT cancels: the run keeps its last checkpoint.
 Exit status: 0 done, 1 error, 3 cancelled (0 for a cancelled rank of a multi-GPU run: the launcher
 treats any other status as a failure and kills the ranks still saving the checkpoint after 30 s).
@@ -18,10 +19,12 @@ import sys
 import traceback
 from pathlib import Path
 
+from engine import runlock
 from engine.childproc import redirect_output
 from engine.errors import ChattuneError
-from engine.train import lock
-from engine.train.events import LOG_FILE, EventLog
+from engine.runfolder import LOG_FILE, EventLog, read_run_config
+from engine.train.config import TrainConfig
+from engine.workspace import Workspace
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
 CPU_NICENESS = 10
@@ -53,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     held = None
     try:
         if rank == 0:
-            held = lock.inherited(run_dir.parent)
-            if held is None and lock.FD_ENV not in os.environ:  # started by hand, not by the runner
-                held = lock.acquire(run_dir.parent, run_dir.name)
-        _lower_priority_on_cpu(run_dir)
-        outcome = run(run_dir, log, cancel, resume=args.resume)
-        return _cancelled_status() if outcome == "cancelled" else EXIT_DONE
+            held = runlock.inherited(run_dir.parent)
+            if held is None and runlock.FD_ENV not in os.environ:  # started by hand, not by the runner
+                held = runlock.acquire(run_dir.parent, run_dir.name)
+        config = TrainConfig.from_dict(read_run_config(run_dir)["config"])
+        _lower_priority_on_cpu(config.device)
+        if run(run_dir, log, cancel, resume=args.resume) == "cancelled":
+            return _cancelled_status()
+        if rank == 0 and config.evaluate:
+            evaluate(run_dir, log)
+        return EXIT_DONE
     except Cancelled:
         log.emit("cancelled", step=0, checkpoint=None, log=log_path)
         return _cancelled_status()
@@ -80,11 +87,34 @@ def _cancelled_status() -> int:
     return EXIT_CANCELLED if int(os.environ.get("WORLD_SIZE", 1)) == 1 else EXIT_DONE
 
 
-def _lower_priority_on_cpu(run_dir: Path) -> None:
-    """Training on the CPU yields to the chat. On a GPU the CPU only feeds it, so priority stays."""
-    from engine.train.rundir import load_config
+def evaluate(run_dir: Path, log: EventLog) -> None:
+    """The run's scorecard, after `done`: the adapter is already usable (and hot-swapped by the app)
+    while this runs. A failed evaluation costs the scorecard, never the run; `chattune eval` redoes it."""
+    import gc
 
-    device = load_config(run_dir).device
+    gc.collect()  # the trainer's copy of the model goes before the evaluation loads its own
+    log.emit("status", phase="eval", message="evaluating: held-out split, forgetting check, verdict")
+    try:
+        from engine.evaluate.scorecard import SCORECARD_JSON, evaluate_run
+
+        card = evaluate_run(Workspace(run_dir.parent.parent), run_dir,
+                            progress=lambda message: log.emit("status", phase="eval", message=message))
+    except Exception as err:  # noqa: BLE001 - any failure here must leave the finished run intact
+        log.warn("eval", f"evaluation failed: {type(err).__name__}: {err}; run `chattune eval --run "
+                         f"{run_dir.name}` to try again")
+        return
+    heldout, forgetting, learning = card["heldout"], card["forgetting"], card["learning"]
+    log.emit("scorecard", path=run_dir / SCORECARD_JSON, verdict=card["verdict"]["label"],
+             reason=card["verdict"]["reason"], heldout_n=heldout["n"],
+             base_f1=heldout["base"]["f1"], adapter_f1=heldout["adapter"]["f1"],
+             taught=learning["taught"]["recalled"], taught_n=learning["taught"]["n"],
+             reworded=learning["reworded"]["recalled"], reworded_n=learning["reworded"]["n"],
+             kept=forgetting["kept"], general_n=forgetting["n"],
+             forgetting_score=forgetting["score"], elapsed_s=card["elapsed_s"])
+
+
+def _lower_priority_on_cpu(device: str) -> None:
+    """Training on the CPU yields to the chat. On a GPU the CPU only feeds it, so priority stays."""
     if device == "cpu" or device == "auto" and not _cuda_visible():
         try:
             os.nice(CPU_NICENESS)

@@ -10,31 +10,9 @@ with EOS before their turn marker: a base model knows its EOS, but not its unuse
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from engine.errors import ChattuneError
-
-SNAPSHOT_DIR = "snapshot"
-
-
-def snapshot_file(snapshot_dir: Path, method: str, split: str) -> Path:
-    return Path(snapshot_dir) / f"{method}-{split}.jsonl"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError as err:
-            raise ChattuneError(f"{path}:{number} is not valid JSON ({err})",
-                                "the run's snapshot is damaged; start a new run") from err
-    return rows
+from engine.runfolder import read_jsonl, snapshot_file
 
 
 def sft_rows(snapshot_dir: Path, split: str) -> list[dict]:

@@ -13,15 +13,13 @@ import json
 import math
 import os
 import statistics
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.hardware import cpu_bf16_flags
-from engine.models import ModelSpec, resolve_model
+from engine.models import ModelSpec, count_parameters, resolve_model
+from engine.runfolder import list_runs, read_events
 from engine.train.config import FEW_EXAMPLES, TrainConfig
-from engine.train.events import read_events
-from engine.train.rundir import list_runs
 from engine.workspace import Workspace
 
 CHARS_PER_TOKEN = 3.6  # English chat text with BPE tokenizers; the child counts exactly
@@ -179,22 +177,3 @@ def _needs_base(workspace: Workspace, spec: ModelSpec) -> bool:
     return spec.is_gguf and not any(folder.glob(f"{spec.path.stem}-*/config.json"))
 
 
-# --- parameter counts from file headers (no weights read) --------------------------------------
-
-
-def count_parameters(spec: ModelSpec) -> int | None:
-    try:
-        if spec.is_gguf:
-            from engine.model_catalog import read_gguf_header
-
-            return read_gguf_header(spec.path).params
-        return sum(_safetensors_parameters(p) for p in sorted(spec.path.glob("*.safetensors")))
-    except (OSError, ValueError, struct.error):
-        return None
-
-
-def _safetensors_parameters(path: Path) -> int:
-    with path.open("rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(size))
-    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")

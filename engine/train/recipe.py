@@ -23,17 +23,19 @@ from pathlib import Path
 
 from engine.adapters import GGUF_FILE, PEFT_DIR
 from engine.errors import ChattuneError
+from engine.hardware import library_versions
 from engine.models import resolve_model, trainable_base
-from engine.train.config import FEW_EXAMPLES, TrainConfig
-from engine.train.data import SNAPSHOT_DIR, dpo_rows, fit_to_length, sft_rows
-from engine.train.events import EventLog
-from engine.train.rundir import (
+from engine.runfolder import (
     CHECKPOINTS_DIR,
+    SNAPSHOT_DIR,
+    EventLog,
     fingerprint,
     last_checkpoint,
     read_run_config,
     update_run_config,
 )
+from engine.train.config import FEW_EXAMPLES, TrainConfig
+from engine.train.data import dpo_rows, fit_to_length, sft_rows
 from engine.workspace import Workspace
 
 
@@ -86,7 +88,7 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
     # --- setup --------------------------------------------------------------------------------
     rt = decide_runtime(cfg)
     if rt.main:
-        update_run_config(run_dir, runtime={**asdict(rt), "versions": _versions()})
+        update_run_config(run_dir, runtime={**asdict(rt), "versions": library_versions()})
     _check_cancel(cancel)
     base_dir = _base_dir(run_dir, meta, log, rt)
     _check_cancel(cancel)
@@ -145,38 +147,7 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
              eval_loss=callback.last_eval, steps=trainer.state.global_step,
              tokens_per_s=tokens_seen / runtime_s if runtime_s and tokens_seen else None,
              elapsed_s=time.monotonic() - started, cpu_s=_cpu_seconds())
-
-    # --- cleanup ------------------------------------------------------------------------------
-    del trainer, model
-    if rt.main and cfg.evaluate:
-        evaluate(run_dir, log)
     return "done"
-
-
-def evaluate(run_dir: Path, log: EventLog) -> None:
-    """The run's scorecard, after `done`: the adapter is already usable (and hot-swapped by the app)
-    while this runs. A failed evaluation costs the scorecard, never the run; `chattune eval` redoes it."""
-    import gc
-
-    gc.collect()  # the trainer's copy of the model goes before the evaluation loads its own
-    log.emit("status", phase="eval", message="evaluating: held-out split, forgetting check, verdict")
-    try:
-        from engine.evaluate.scorecard import SCORECARD_JSON, evaluate_run
-
-        card = evaluate_run(Workspace(run_dir.parent.parent), run_dir,
-                            progress=lambda message: log.emit("status", phase="eval", message=message))
-    except Exception as err:  # noqa: BLE001 - any failure here must leave the finished run intact
-        log.warn("eval", f"evaluation failed: {type(err).__name__}: {err}; run `chattune eval --run "
-                         f"{run_dir.name}` to try again")
-        return
-    heldout, forgetting, learning = card["heldout"], card["forgetting"], card["learning"]
-    log.emit("scorecard", path=run_dir / SCORECARD_JSON, verdict=card["verdict"]["label"],
-             reason=card["verdict"]["reason"], heldout_n=heldout["n"],
-             base_f1=heldout["base"]["f1"], adapter_f1=heldout["adapter"]["f1"],
-             taught=learning["taught"]["recalled"], taught_n=learning["taught"]["n"],
-             reworded=learning["reworded"]["recalled"], reworded_n=learning["reworded"]["n"],
-             kept=forgetting["kept"], general_n=forgetting["n"],
-             forgetting_score=forgetting["score"], elapsed_s=card["elapsed_s"])
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -455,14 +426,3 @@ def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found

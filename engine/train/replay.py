@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import ChattuneError
+from engine.files import write_json_atomic
 from engine.prompts import prompts_dir
-from engine.train.rundir import write_json_atomic
 
 REPLAY_FILE = "general.jsonl"
 CACHE_FOLDER = "replay"

@@ -1,7 +1,7 @@
 """Start, follow, cancel and resume training runs. No torch here: the child process does the work.
 
     handle = start_run(workspace, TrainConfig(), model_arg=None)   # snapshot the store, spawn the child
-    for event in handle.events():      # dicts from the child's JSON lines (see engine.train.events)
+    for event in handle.events():      # dicts from the child's JSON lines (see engine.runfolder)
         ...                            # run this loop in a worker thread; it ends when the child exits
     handle.cancel()                    # from any thread: the child checkpoints, then exits
     handle.wait()                      # exit status: 0 done, 1 error, 3 cancelled, <0 killed by a signal
@@ -9,11 +9,10 @@
     resume_run(workspace, name)        # continue a cancelled/interrupted run from its last checkpoint
     attach_run(workspace, name)        # follow a run this process did not start (the app restarted):
                                        # same interface, fed from metrics.jsonl
-    list_runs(workspace) / load_run(run_dir)  -> RunInfo, status read back from the run folder
 
 A child that dies without a last word (SIGKILL, the OOM killer) still ends the event stream with
 an error event naming its log, and that event is written to metrics.jsonl, so the run shows as
-failed everywhere. One run at a time per workspace (engine.train.lock).
+failed everywhere. One run at a time per workspace (engine.runlock).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from engine import __version__
+from engine import __version__, runlock
 from engine.childproc import (
     TERMINAL_EVENTS,
     ChildHandle,
@@ -38,25 +37,23 @@ from engine.childproc import (
     spawn_child,
 )
 from engine.errors import ChattuneError
+from engine.files import write_json_atomic
 from engine.hardware import check_gpu_count, child_gpu_env, visible_gpu_count
 from engine.models import resolve_model
-from engine.train import lock
-from engine.train.config import TrainConfig
-from engine.train.data import SNAPSHOT_DIR
-from engine.train.events import LOG_FILE, METRICS_FILE, EventLog
-from engine.train.rundir import (
+from engine.runfolder import (
     CONFIG_FILE,
-    RunInfo,
+    LOG_FILE,
+    METRICS_FILE,
+    SNAPSHOT_DIR,
+    EventLog,
     base_reference,
-    list_runs,
     load_run,
     read_run_config,
-    write_json_atomic,
 )
+from engine.train.config import TrainConfig
 from engine.workspace import Workspace, check_name
 
-__all__ = ["AttachedRun", "RunHandle", "RunInfo", "attach_run", "child_command", "list_runs", "load_run",
-           "resume_run", "start_run"]
+__all__ = ["AttachedRun", "RunHandle", "attach_run", "child_command", "resume_run", "start_run"]
 EXIT_CODES = {"done": 0, "error": 1, "cancelled": 3}
 
 
@@ -137,7 +134,7 @@ class AttachedRun:
             time.sleep(self.poll_s)
 
     def _running(self) -> bool:
-        holder = lock.holder_of(self._runs_dir)
+        holder = runlock.holder_of(self._runs_dir)
         return holder is not None and holder.run == self.name
 
     def poll(self) -> int | None:
@@ -173,7 +170,7 @@ class AttachedRun:
 
 def attach_run(workspace: Workspace, name: str) -> AttachedRun:
     """Follow the run that is training in this workspace now (started by another process)."""
-    holder = lock.holder_of(workspace.runs_dir)
+    holder = runlock.holder_of(workspace.runs_dir)
     if holder is None or holder.run != name:
         raise ChattuneError(f"run {name!r} is not training now",
                             "see `chattune runs`; a stopped run can be resumed with `chattune train --resume`")
@@ -209,7 +206,7 @@ def start_run(workspace: Workspace, config: TrainConfig, model_arg: str | None =
     if run_dir.exists():
         raise ChattuneError(f"run {name!r} already exists ({run_dir})",
                             "choose another --name, or resume it with --resume")
-    with lock.acquire(workspace.runs_dir, name) as held:
+    with runlock.acquire(workspace.runs_dir, name) as held:
         run_dir.mkdir(parents=True)
         try:
             snapshot = _snapshot(workspace, run_dir)
@@ -242,7 +239,7 @@ def resume_run(workspace: Workspace, name: str) -> RunHandle:
     if info.status == "done":
         raise ChattuneError(f"run {name!r} already finished", "start a new run instead")
     _check_gpus(TrainConfig.from_dict(read_run_config(run_dir)["config"]))
-    with lock.acquire(workspace.runs_dir, name) as held:
+    with runlock.acquire(workspace.runs_dir, name) as held:
         return _spawn(run_dir, held, resume=True)
 
 
@@ -261,14 +258,14 @@ def _check_gpus(config: TrainConfig) -> None:
         check_gpu_count(config.num_gpus, config.device, visible_gpu_count())
 
 
-def _spawn(run_dir: Path, held: lock.TrainLock, *, resume: bool) -> RunHandle:
+def _spawn(run_dir: Path, held: runlock.TrainLock, *, resume: bool) -> RunHandle:
     config = TrainConfig.from_dict(read_run_config(run_dir)["config"])
     with open(run_dir / LOG_FILE, "ab") as log:
         log.write(f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
-    env = {lock.FD_ENV: str(held.fileno()), **child_gpu_env(config.device, config.num_gpus)}
+    env = {runlock.FD_ENV: str(held.fileno()), **child_gpu_env(config.device, config.num_gpus)}
     process = spawn_child(child_command(run_dir, resume=resume, num_gpus=config.num_gpus), run_dir / LOG_FILE,
                           env=env, pass_fds=(held.fileno(),))
-    lock.set_holder(held, run_dir.name, process.pid)
+    runlock.set_holder(held, run_dir.name, process.pid)
     return RunHandle(run_dir.name, run_dir, process, multi_process=config.num_gpus > 1)
 
 

@@ -12,10 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, ProgressBar, Select, Static
 
-from engine.errors import ChattuneError
-from engine.export.quants import DEFAULT_QUANTS, QUANTS
-from engine.export.runner import start_export
-from engine.train.rundir import list_runs
+from engine.api import DEFAULT_QUANTS, QUANTS, ChattuneError, list_runs, start_export
 from tui.background import follow
 from tui.modals.confirm import ConfirmModal
 

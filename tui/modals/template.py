@@ -11,8 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine.errors import ChattuneError
-from engine.templates import render_chat
+from engine.api import ChattuneError, render_chat
 
 AUTOMATIC = ""  # the template choose_template picks: the model's own, or its stand-in
 SAMPLE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"},

@@ -10,10 +10,16 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Select, Static
 
-from engine.doctor import training_line
-from engine.errors import ChattuneError
-from engine.train.config import METHODS, PRESETS, TrainConfig
-from engine.train.plan import Plan, guess_device, plan_run
+from engine.api import (
+    METHODS,
+    PRESETS,
+    ChattuneError,
+    Plan,
+    TrainConfig,
+    guess_device,
+    plan_run,
+    training_line,
+)
 
 # field: (label, type); empty means "from the preset" (epochs, learning rate, rank, alpha)
 FIELDS = {

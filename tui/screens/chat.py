@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from functools import partial
 
 from rich.text import Text
@@ -14,7 +13,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.errors import ChattuneError
+from engine.api import ChattuneError, StoreError
 from tui.feedback import save_verdict, sync_from_store
 from tui.generation import Generation, stream_into
 from tui.messages import StoreChanged
@@ -28,7 +27,6 @@ PLACEHOLDER = "Message… enter send · ctrl+j new line · tab: replies & keys �
 # Plain-letter keys act on the chat, so they are off while the message box takes the typing.
 LETTER_ACTIONS = {"toggle_adapter", "compare", "toggle_blind", "new_conversation", "pick_system", "dataset",
                   "train", "export", "runs", "pick_template", "pick_model"}
-STORE_ERRORS = (sqlite3.Error, OSError)  # a full disk, a locked or broken file: worth a retry
 
 
 class Conversation(VerticalScroll):
@@ -278,8 +276,8 @@ class ChatScreen(Screen):
         try:
             saved = save_verdict(app.store, reply, kind, correction=correction, reason=reason,
                                  model=app.model_label, params=app.params.as_dict())
-        except (ChattuneError, *STORE_ERRORS) as err:
-            failed = not isinstance(err, ChattuneError)
+        except ChattuneError as err:
+            failed = isinstance(err, StoreError)  # a full disk, a locked or broken file: worth a retry
             reply.unsaved = {"kind": kind, "correction": correction, "reason": reason, "failed": failed}
             await view.show_verdict()
             self.notify(f"{err}" + ("\nYour feedback is kept here: press the key again to retry." if failed else ""),

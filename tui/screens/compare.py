@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,8 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.engines.base import speaker_label
-from engine.errors import ChattuneError
+from engine.api import ChattuneError, StoreError, speaker_label
 from tui.generation import Generation, stream_into
 from tui.labels import adapter_of, speaker_title
 from tui.messages import StoreChanged
@@ -109,12 +107,12 @@ class CompareScreen(Screen):
             result = app.store.add_preference(self.context, chosen.text, rejected.text, model=app.model_label,
                                               chosen_by=chosen.speaker, rejected_by=rejected.speaker,
                                               blind=self.blind)
-        except ChattuneError as err:
-            self.notify(str(err), title="vote not saved", severity="warning", markup=False)
-            return
-        except (sqlite3.Error, OSError) as err:
+        except StoreError as err:
             self.notify(f"{err}\nPress the key again to retry.", title="vote not saved", severity="error",
                         markup=False)
+            return
+        except ChattuneError as err:
+            self.notify(str(err), title="vote not saved", severity="warning", markup=False)
             return
         self.voted = side
         self._reveal(side)

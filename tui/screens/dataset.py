@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from functools import partial
 
 from rich.text import Text
@@ -12,9 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Select, Static
 
-from engine.errors import ChattuneError
-from engine.store import KINDS, SPLITS
-from engine.text import clip
+from engine.api import KINDS, SPLITS, ChattuneError, StoreError, clip
 from tui.messages import StoreChanged
 from tui.modals.confirm import ConfirmModal
 from tui.modals.correct import CorrectModal
@@ -178,12 +175,12 @@ class DatasetScreen(Screen):
         """Apply one store change; a failure is shown, never raised."""
         try:
             change(self.app.store)
-        except ChattuneError as err:
-            self.notify(str(err), title="not changed", severity="warning", markup=False)
-            return False
-        except (sqlite3.Error, OSError) as err:
+        except StoreError as err:
             self.notify(f"{err}\nNothing was changed; try again.", title="not changed", severity="error",
                         markup=False)
+            return False
+        except ChattuneError as err:
+            self.notify(str(err), title="not changed", severity="warning", markup=False)
             return False
         self.app.post_message(StoreChanged())
         return True

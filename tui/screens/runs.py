@@ -4,8 +4,6 @@ run, or evaluate a run again."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from functools import partial
 
 from rich.text import Text
@@ -16,11 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual_plotext import PlotextPlot
 
-from engine.errors import ChattuneError
-from engine.evaluate.report import number, percent
-from engine.evaluate.scorecard import summary_rows
-from engine.train.events import METRICS_FILE
-from engine.train.rundir import RunInfo, list_runs
+from engine.api import RunInfo, list_runs, number, percent, runs_stamp, start_evaluation, summary_rows
 from tui.background import follow
 from tui.widgets.status_bar import StatusBar
 
@@ -28,7 +22,6 @@ from tui.widgets.status_bar import StatusBar
 COLUMNS = ("run", "status", "method", "ex", "steps", "loss", "eval", "learned", "held-out", "kept", "verdict", "A/B")
 STATUS_STYLE = {"done": "green", "running": "bold magenta", "failed": "red", "cancelled": "yellow",
                 "interrupted": "yellow"}
-EVAL_LOG = "eval.log"
 
 
 class RunsScreen(Screen):
@@ -69,7 +62,7 @@ class RunsScreen(Screen):
         """While a run trains, its row and curves follow it (re-read only when it wrote something)."""
         if not (self.app.trainer.active and self.app.screen is self):
             return
-        stamp = _metrics_stamp(self.app.workspace)
+        stamp = runs_stamp(self.app.workspace)
         if stamp != self._stamp:
             self._stamp = stamp
             self.reload()
@@ -199,18 +192,24 @@ class RunsScreen(Screen):
         self.evaluating.add(info.name)
         self.reload()
         self.notify(f"Evaluating {info.name} in the background (a minute or two)…", markup=False)
-        follow(self.app, f"eval-{info.name}", lambda: [evaluate(self.app.workspace, info)],
-               partial(self._evaluated, info.name), partial(self._eval_ended, info.name))
+        workspace = self.app.workspace
 
-    def _evaluated(self, name: str, code: int) -> None:
+        def evaluation():  # background thread: start the child, wait for it
+            handle = start_evaluation(workspace, info.name)
+            return [(handle, handle.wait())]
+
+        follow(self.app, f"eval-{info.name}", evaluation, partial(self._evaluated, info.name),
+               partial(self._eval_ended, info.name))
+
+    def _evaluated(self, name: str, ended: tuple) -> None:
+        handle, code = ended
         self.evaluating.discard(name)
-        info = next((r for r in self.runs if r.name == name), None)
-        log = info.run_dir / EVAL_LOG if info else EVAL_LOG
         if code == 0:
             self.app.notify(f"Run {name}: scorecard updated.", title="evaluation", markup=False)
         else:
-            self.app.notify(f"The evaluation of {name} failed (status {code}): {last_line(log)}\nlog: {log}",
-                            title="evaluation failed", severity="error", timeout=30, markup=False)
+            self.app.notify(f"The evaluation of {name} failed (status {code}): {handle.last_line()}\n"
+                            f"log: {handle.log_path}", title="evaluation failed", severity="error", timeout=30,
+                            markup=False)
         if self in self.app.screen_stack:
             self.reload()
 
@@ -218,27 +217,6 @@ class RunsScreen(Screen):
         if error is not None:
             self.evaluating.discard(name)
             self.app.notify(str(error), title="evaluation failed", severity="error", timeout=30, markup=False)
-
-
-def evaluate(workspace, info: RunInfo) -> int:
-    """Background thread: `chattune eval --run NAME --refresh` in a child process (the UI loads no
-    model library), its output in the run's eval.log. Returns its exit status."""
-    command = [sys.executable, "-m", "tui.cli", "--workspace", str(workspace.root), "eval", "--run", info.name,
-               "--refresh"]
-    try:
-        with open(info.run_dir / EVAL_LOG, "wb") as log:
-            return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                  check=False).returncode
-    except OSError as err:
-        raise ChattuneError(f"could not start the evaluation: {err}", "check the installation") from err
-
-
-def last_line(path) -> str:
-    try:
-        lines = [line for line in open(path, encoding="utf-8", errors="replace").read().splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1][-300:] if lines else ""
 
 
 def run_details(info: RunInfo, row: dict | None) -> Text:
@@ -274,14 +252,3 @@ def run_details(info: RunInfo, row: dict | None) -> Text:
         text.append("\n(scorecard of an older adapter: e evaluates again)", style="yellow")
     return text
 
-
-def _metrics_stamp(workspace) -> tuple:
-    """What changes whenever any run appends an event: the metrics files' sizes and times."""
-    stamps = []
-    for path in sorted(workspace.runs_dir.glob(f"*/{METRICS_FILE}")):
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        stamps.append((path.parent.name, stat.st_size, stat.st_mtime_ns))
-    return tuple(stamps)

@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Markdown, Static
 
-from engine.text import clip
+from engine.api import clip
 from tui.labels import adapter_of, speaker_title
 
 # kind -> (mark, word) shown on a judged reply

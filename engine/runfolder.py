@@ -1,45 +1,114 @@
-"""A run folder, and what it says about its run.
+"""A run folder, and what it says about its run: the format that training writes and evaluation,
+export, the CLI and the app read.
 
 <workspace>/runs/<name>/
     config.json       the resolved TrainConfig, the base model reference (path + fingerprint),
                       the snapshot hash, and (written by the child) the runtime choices
-    snapshot/         the frozen training data (store.snapshot)
+    snapshot/         the frozen training data (store.snapshot): <method>-<split>.jsonl
     train.log         everything the child and its libraries printed
-    metrics.jsonl     every event (see engine.train.events)
+    metrics.jsonl     every event (below)
     checkpoints/      Trainer checkpoints (the last one is kept; resume starts there)
     adapter/          the final peft adapter (safetensors)
     adapter.gguf      the same adapter as a GGUF LoRA for llama.cpp
 Together with the base model they name, config.json and snapshot/ are all a rerun needs.
+
+The training child's events, one JSON object per line, on stdout (for the runner) and in
+metrics.jsonl (every one carries "event" and "t", the unix time):
+  status    phase ("base", "data", "load", "best", "save", "gguf", "eval"), message: what the child is busy with
+  data      what the SFT mix holds (engine.train.mix): counts such as example-train, rewording-train,
+            rewording-val, replay-train, replay-val
+  start     run, method, examples (the user's), rows (training rows with rewordings and replay),
+            val_examples (validation rows: held-out rewordings and replay), tokens (per epoch), epochs, device, quantization,
+            precision, world_size, quantized_layers, step (> 0 when resumed), max_steps,
+            trainable_params, total_params, resumed_from (checkpoint path or None)
+  step      step, max_steps, epoch, loss, lr, grad_norm, tokens_per_s, eta_s, peak_mem_mb
+            (DPO adds reward_margins, reward_accuracies)
+  epoch     step, epoch, train_loss (mean of the epoch's logged losses)
+  eval      step, epoch, eval_loss (the validation rows, after every epoch; the best epoch's adapter is kept)
+  checkpoint step, path
+  warning   kind ("few_examples", "overfitting", "too_long", "trimmed",
+            "no_checkpoint", "gguf", "eval"), message
+  done      adapter, gguf (None when the conversion failed), final_loss, eval_loss, steps,
+            tokens_per_s, elapsed_s, cpu_s (CPU seconds the child used)
+  scorecard path, verdict, reason, heldout_n, base_f1, adapter_f1, taught, taught_n, reworded,
+            reworded_n, kept, general_n, forgetting_score, elapsed_s:
+            the evaluation that follows `done` (engine.evaluate; skipped with --no-eval)
+  cancelled step, checkpoint (None when cancelled before the first one), log
+  error     message, log (and returncode when the runner wrote it for a child that died silently)
+Consumers should ignore event kinds and fields they do not know.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from engine.adapters import GGUF_FILE, PEFT_DIR
-from engine.childproc import TERMINAL_EVENTS
+from engine.childproc import TERMINAL_EVENTS, EventWriter, parse_event
 from engine.errors import ChattuneError
+from engine.files import write_json_atomic
 from engine.models import ModelSpec, hash_ends
-from engine.train.config import TrainConfig
-from engine.train.events import LOG_FILE, read_events
-from engine.train.lock import holder_of
+from engine.runlock import holder_of
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS_DIR = "checkpoints"
+SNAPSHOT_DIR = "snapshot"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
 STATUSES = ("running", "done", "failed", "cancelled", "interrupted", "created")
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+class EventLog(EventWriter):
+    """The training child's events: to the runner's pipe and appended to the run's metrics.jsonl."""
+
+    def __init__(self, run_dir: Path, stream: IO[str] | None, enabled: bool = True):
+        super().__init__(stream, Path(run_dir) / METRICS_FILE, enabled)
+        self.run_dir = Path(run_dir)
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    """Every event a run has written so far (a torn last line from a killed child is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [event for line in lines if (event := parse_event(line))]
+
+
+@dataclass
+class Curves:
+    """A run's logged losses. A resumed run repeats the steps after its checkpoint: the later value
+    of a step replaces the earlier one, so each step appears once."""
+
+    train: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
+    evals: list[tuple[int, float, float]] = field(default_factory=list)  # (step, epoch, eval loss)
+
+    @property
+    def eval_by_step(self) -> list[tuple[int, float]]:
+        return [(step, loss) for step, _, loss in self.evals]
+
+    @property
+    def eval_by_epoch(self) -> list[tuple[float, float]]:
+        return [(epoch, loss) for _, epoch, loss in self.evals]
+
+
+def loss_curves(events: list[dict]) -> Curves:
+    steps: dict[int, float] = {}
+    evals: dict[int, tuple[float, float]] = {}
+    step = 0
+    for event in events:
+        step = event.get("step", step) if event["event"] in ("step", "eval") else step
+        if event["event"] == "step" and event.get("loss") is not None:
+            steps[step] = event["loss"]
+        elif event["event"] == "eval" and event.get("eval_loss") is not None:
+            evals[step] = (round(float(event.get("epoch") or len(evals) + 1), 3), event["eval_loss"])
+    return Curves(sorted(steps.items()), [(s, epoch, loss) for s, (epoch, loss) in sorted(evals.items())])
+
+
+# --- config.json --------------------------------------------------------------------------------
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -58,6 +127,28 @@ def update_run_config(run_dir: Path, **sections) -> dict:
     data.update(sections)
     write_json_atomic(Path(run_dir) / CONFIG_FILE, data)
     return data
+
+
+# --- the snapshot -------------------------------------------------------------------------------
+
+
+def snapshot_file(snapshot_dir: Path, method: str, split: str) -> Path:
+    return Path(snapshot_dir) / f"{method}-{split}.jsonl"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as err:
+            raise ChattuneError(f"{path}:{number} is not valid JSON ({err})",
+                                "the run's snapshot is damaged; start a new run") from err
+    return rows
 
 
 # --- the base model a run trains on -------------------------------------------------------------
@@ -105,8 +196,15 @@ class RunInfo:
     gguf: Path | None = None
     base: str = ""
     config: dict = field(default_factory=dict)
-    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
-    eval_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, eval loss)
+    curves: Curves = field(default_factory=Curves)
+
+    @property
+    def losses(self) -> list[tuple[int, float]]:
+        return self.curves.train
+
+    @property
+    def eval_losses(self) -> list[tuple[int, float]]:
+        return self.curves.eval_by_step
 
     @property
     def log(self) -> Path:
@@ -137,8 +235,10 @@ def load_run(run_dir: Path) -> RunInfo:
         examples=counts.get(f"{method}-train", 0), val_examples=counts.get(f"{method}-val", 0),
         created_at=meta.get("created_at", ""), base=meta.get("base", {}).get("name", ""), config=config,
     )
+    events = read_events(run_dir)
+    info.curves = loss_curves(events)
     terminal = None
-    for event in read_events(run_dir):
+    for event in events:
         kind = event["event"]
         if kind == "start":
             terminal = None  # a resumed run starts over
@@ -150,10 +250,8 @@ def load_run(run_dir: Path) -> RunInfo:
             info.max_steps = event.get("max_steps") or info.max_steps
             if event.get("loss") is not None:
                 info.final_loss = event["loss"]
-                info.losses.append((info.step, event["loss"]))
         elif kind == "eval" and event.get("eval_loss") is not None:
             info.eval_loss = event["eval_loss"]
-            info.eval_losses.append((event.get("step", info.step), event["eval_loss"]))
         elif kind in TERMINAL_EVENTS:
             terminal = event
     holder = holder_of(run_dir.parent)
@@ -196,5 +294,13 @@ def list_runs(workspace) -> list[RunInfo]:
     return sorted(runs, key=lambda r: (r.created_at, r.name))
 
 
-def load_config(run_dir: Path) -> TrainConfig:
-    return TrainConfig.from_dict(read_run_config(run_dir)["config"])
+def runs_stamp(workspace) -> tuple:
+    """What changes whenever any run appends an event: the metrics files' sizes and times."""
+    stamps = []
+    for path in sorted(workspace.runs_dir.glob(f"*/{METRICS_FILE}")):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        stamps.append((path.parent.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
