@@ -2,11 +2,12 @@
 
 import json
 import math
+from typing import get_args
 
 import pytest
 
 from engine.errors import ChattuneError
-from engine.train.config import PRESETS, TrainConfig
+from engine.train.config import PRESETS, PresetName, TrainConfig
 from engine.train.plan import approx_tokens, count_parameters, estimate_seconds, plan_run
 
 
@@ -52,8 +53,35 @@ def test_round_trip_through_json():
 ])
 def test_invalid_settings_raise_a_one_line_user_error(bad):
     with pytest.raises(ChattuneError) as err:
-        TrainConfig(**bad).validate()
+        TrainConfig(**bad)
     assert "\n" not in str(err.value)
+
+
+def test_preset_names_are_the_presets_and_every_setting_says_what_it_accepts():
+    assert set(get_args(PresetName)) == set(PRESETS)
+    assert all(field.description for field in TrainConfig.model_fields.values())  # the hint of a bad value
+
+
+def test_bad_values_name_the_setting_and_what_it_accepts():
+    with pytest.raises(ChattuneError, match=r"augment = 25 \(use 0 \(no rewordings\) to 20\)"):
+        TrainConfig().with_overrides(augment=25)
+    with pytest.raises(ChattuneError, match=r"method = 'ppo' \(use one of sft, dpo\)"):
+        TrainConfig.from_dict({"method": "ppo"})
+    with pytest.raises(ChattuneError, match="must be a JSON object"):
+        TrainConfig.from_dict(["sft"])
+
+
+def test_config_json_of_earlier_runs_still_reads():
+    # what runs wrote before settings were added later: the new ones take their defaults
+    old = {"method": "sft", "preset": "quick", "epochs": 3, "learning_rate": 0.0005, "lora_r": 16,
+           "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear", "batch_size": 4,
+           "grad_accum": 1, "max_seq_len": 1024, "seed": 42, "quantization": "auto", "device": "auto",
+           "lr_scheduler": "linear", "warmup_ratio": 0.05, "weight_decay": 0.0, "max_grad_norm": 1.0,
+           "dpo_beta": 0.1, "gradient_checkpointing": None, "save_every_steps": 0, "threads": None,
+           "num_gpus": 1, "extra": {}}
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.epochs == 3 and isinstance(cfg.epochs, int) and cfg.augment == TrainConfig().augment
+    assert cfg.to_dict()["epochs"] == 3  # whole epochs stay whole in config.json
 
 
 def test_overrides_skip_none_and_reject_unknown_names():

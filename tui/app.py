@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from types import SimpleNamespace
 
@@ -252,7 +251,7 @@ class ChattuneApp(App):
 
     def _train_chosen(self, config) -> None:
         if config is not None:
-            self.trainer.start(replace(config, template=self.template_name or config.template))
+            self.trainer.start(config.with_overrides(template=self.template_name))
 
     def _cancel_confirmed(self, yes: bool | None) -> None:
         if yes:

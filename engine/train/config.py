@@ -1,4 +1,4 @@
-"""What a training run does: one dataclass, two presets, and the rules that fill in what the user left open.
+"""What a training run does: one pydantic model, two presets, and the rules that fill in what the user left open.
 
 Every field can be set by the user (CLI flags, the TUI dialog). Fields left as None come from the
 preset, scaled to the dataset size, when the run is planned (`resolved`). "auto" device and
@@ -8,15 +8,25 @@ quantization are decided by the child process, which is the one that imports tor
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.errors import ChattuneError
 
-METHODS = ("sft", "dpo")
-DEVICES = ("auto", "cpu", "cuda")
-QUANTIZATIONS = ("auto", "none", "4bit")
-PRECISIONS = ("auto", "fp32", "bf16")
-SCHEDULERS = ("linear", "cosine", "constant")
+Method = Literal["sft", "dpo"]
+Device = Literal["auto", "cpu", "cuda"]
+Quantization = Literal["auto", "none", "4bit"]
+Precision = Literal["auto", "fp32", "bf16"]
+Scheduler = Literal["linear", "cosine", "constant"]
+PresetName = Literal["quick", "thorough"]  # the keys of PRESETS
+METHODS = get_args(Method)
+DEVICES = get_args(Device)
+QUANTIZATIONS = get_args(Quantization)
+PRECISIONS = get_args(Precision)
+SCHEDULERS = get_args(Scheduler)
+ModuleNames = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 REPLAY_TRAIN_MAX = 71  # replay prompts a run can train on (prompts/replay, less the validation share)
 FEW_EXAMPLES = 50  # below this, the run warns: curated sets of about 50+ examples work much better
 
@@ -74,102 +84,85 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-@dataclass
-class TrainConfig:
-    method: str = "sft"
-    preset: str = "quick"
-    # None: from the preset, scaled to the dataset (see Preset).
-    epochs: float | None = None
-    learning_rate: float | None = None
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float | None = None
+def _setting(default, allowed: str, **rules):
+    """A field whose rules pydantic checks; `allowed` is what the user is told when a value breaks them."""
+    return Field(default, description=allowed, **rules)
+
+
+class TrainConfig(BaseModel):
+    """Every setting of a run. Built from user input (flags, the dialog, config.json), so a bad value
+    raises ChattuneError naming the setting and what it accepts, never pydantic's own report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Method = _setting("sft", f"one of {', '.join(METHODS)}")
+    preset: PresetName = _setting("quick", f"one of {', '.join(PRESETS)}")
+    # None: from the preset, scaled to the dataset (see Preset). int | float: whole epochs stay whole in
+    # config.json and on screen ("2 epochs", not "2.0").
+    epochs: int | float | None = _setting(None, "a number greater than 0", gt=0)
+    learning_rate: float | None = _setting(None, "a number greater than 0", gt=0)
+    lora_r: int | None = _setting(None, "a whole number greater than 0", gt=0)
+    lora_alpha: int | None = _setting(None, "a whole number greater than 0", gt=0)
+    lora_dropout: float | None = _setting(None, "a value in [0, 1)", ge=0, lt=1)
     # "all-linear" lets peft pick every linear layer but the output head, for any architecture.
-    target_modules: str | list[str] = "all-linear"
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_seq_len: int = 1024
-    seed: int = 42
-    quantization: str = "auto"  # auto: 4bit (QLoRA) on CUDA, none (LoRA) on CPU
-    device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
+    target_modules: Literal["all-linear"] | ModuleNames = _setting(
+        "all-linear", "'all-linear' or a list of module names")
+    batch_size: int = _setting(4, "a whole number, at least 1", ge=1)
+    grad_accum: int = _setting(1, "a whole number, at least 1", ge=1)
+    max_seq_len: int = _setting(1024, "at least 16 tokens", ge=16)
+    seed: int = _setting(42, "a whole number")
+    # auto: 4bit (QLoRA) on CUDA, none (LoRA) on CPU
+    quantization: Quantization = _setting("auto", f"one of {', '.join(QUANTIZATIONS)}")
+    device: Device = _setting("auto", f"one of {', '.join(DEVICES)}")  # auto: cuda when torch sees a GPU
     # Compute precision. auto: bf16 on CUDA (fp16 below compute capability 8.0); bf16 on a CPU with
     # AMX/AVX512-BF16 (`bench train`: 1.07x fp32's tokens/s on SmolLM2-135M, the same learning in
     # `bench learn`), fp32 on other CPUs.
-    precision: str = "auto"
-    template: str | None = None  # a chat-template override from prompts/templates/, as in the chat
+    precision: Precision = _setting("auto", f"one of {', '.join(PRECISIONS)}")
+    # a chat-template override from prompts/templates/, as in the chat
+    template: str | None = _setting(None, "a template name from prompts/templates/")
     # The learning recipe (engine/train/mix.py). augment: rewordings per example (0: the examples as
     # given, nothing else); paraphrase: let the base model write some of them; replay: the base's own
     # answers to general prompts, as a share of the other training rows (0: none).
-    augment: int = 4
-    paraphrase: bool = True
-    replay: float = 0.25
+    augment: int = _setting(4, "0 (no rewordings) to 20", ge=0, le=20)
+    paraphrase: bool = _setting(True, "true or false")
+    replay: float = _setting(0.25, "a share from 0 (no replay) to 4", ge=0, le=4)
     # > 0: replay is distilled, not imitated: each step adds this weight x KL(base || adapter) on the
     # base's answers (engine/train/distill.py); 0: the replay rows are plain training rows.
-    replay_kl: float = 1.0
+    replay_kl: float = _setting(1.0, "0 (replay as plain rows) or a positive weight", ge=0)
     # False: each batch is flattened into one sequence without padding (padding-free).
     # True: examples are packed best-fit into rows of max_seq_len tokens (fewer, fuller steps).
-    packing: bool = False
-    lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    dpo_beta: float = 0.1
-    gradient_checkpointing: bool | None = None  # None: on with 4bit or CUDA, off for LoRA on CPU
-    save_every_steps: int = 0  # 0: a checkpoint at the end of every epoch
-    evaluate: bool = True  # the scorecard (engine.evaluate) after training, in the same child
-    threads: int | None = None  # CPU threads for torch; None: all cores (the child runs at lower priority)
-    num_gpus: int = 1  # > 1: DDP through `accelerate launch --multi_gpu`
-    extra: dict = field(default_factory=dict)  # free-form notes kept with the run (e.g. the base it was planned for)
+    packing: bool = _setting(False, "true or false")
+    lr_scheduler: Scheduler = _setting("linear", f"one of {', '.join(SCHEDULERS)}")
+    warmup_ratio: float = _setting(0.05, "a value in [0, 1)", ge=0, lt=1)
+    weight_decay: float = _setting(0.0, "a number, at least 0", ge=0)
+    max_grad_norm: float = _setting(1.0, "0 (no clipping) or a positive norm", ge=0)
+    dpo_beta: float = _setting(0.1, "a number greater than 0", gt=0)
+    # None: on with 4bit or CUDA, off for LoRA on CPU
+    gradient_checkpointing: bool | None = _setting(None, "true, false, or unset (decided by the device)")
+    save_every_steps: int = _setting(0, "0 (every epoch) or a step count", ge=0)
+    # the scorecard (engine.evaluate) after training, in the same child
+    evaluate: bool = _setting(True, "true or false")
+    # CPU threads for torch; None: all cores (the child runs at lower priority)
+    threads: int | None = _setting(None, "at least 1, or leave it unset for all cores", ge=1)
+    num_gpus: int = _setting(1, "a whole number, at least 1", ge=1)  # > 1: DDP through `accelerate launch`
+    # free-form notes kept with the run (e.g. the base it was planned for)
+    extra: dict = _setting({}, "a JSON object")
 
-    def validate(self) -> TrainConfig:
-        def bad(what: str, hint: str):
-            raise ChattuneError(f"invalid training setting: {what}", hint)
+    def __init__(self, **settings):  # pydantic runs it for model_validate too
+        try:
+            super().__init__(**settings)
+        except ValidationError as err:
+            raise _user_error(err) from None
 
-        if self.method not in METHODS:
-            bad(f"method {self.method!r}", f"use one of {', '.join(METHODS)}")
-        if self.preset not in PRESETS:
-            bad(f"preset {self.preset!r}", f"use one of {', '.join(PRESETS)}")
-        if self.device not in DEVICES:
-            bad(f"device {self.device!r}", f"use one of {', '.join(DEVICES)}")
-        if self.quantization not in QUANTIZATIONS:
-            bad(f"quantization {self.quantization!r}", f"use one of {', '.join(QUANTIZATIONS)}")
-        if self.precision not in PRECISIONS:
-            bad(f"precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
-        if self.lr_scheduler not in SCHEDULERS:
-            bad(f"lr scheduler {self.lr_scheduler!r}", f"use one of {', '.join(SCHEDULERS)}")
-        for name in ("epochs", "learning_rate", "lora_r", "lora_alpha"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                bad(f"{name} = {value}", "it must be greater than 0")
-        for name in ("batch_size", "grad_accum", "max_seq_len", "num_gpus"):
-            if getattr(self, name) < 1:
-                bad(f"{name} = {getattr(self, name)}", "it must be at least 1")
-        if self.lora_dropout is not None and not 0 <= self.lora_dropout < 1:
-            bad(f"lora_dropout = {self.lora_dropout}", "use a value in [0, 1)")
-        if not 0 <= self.warmup_ratio < 1:
-            bad(f"warmup_ratio = {self.warmup_ratio}", "use a value in [0, 1)")
-        if self.max_seq_len < 16:
-            bad(f"max_seq_len = {self.max_seq_len}", "use at least 16 tokens")
-        if self.augment < 0 or self.augment > 20:
-            bad(f"augment = {self.augment}", "use 0 (no rewordings) to 20")
-        if not 0 <= self.replay <= 4:
-            bad(f"replay = {self.replay}", "use a share from 0 (no replay) to 4")
-        if self.replay_kl < 0:
-            bad(f"replay_kl = {self.replay_kl}", "use 0 (replay as plain rows) or a positive weight")
-        if self.threads is not None and self.threads < 1:
-            bad(f"threads = {self.threads}", "use at least 1, or leave it unset for all cores")
-        if self.save_every_steps < 0:
-            bad(f"save_every_steps = {self.save_every_steps}", "use 0 (every epoch) or a step count")
+    @model_validator(mode="after")
+    def _gpus_need_cuda(self) -> TrainConfig:
         if self.num_gpus > 1 and self.device == "cpu":
-            bad("num_gpus > 1 with device cpu", "multi-GPU training needs --device cuda or auto")
-        if not (self.target_modules == "all-linear" or isinstance(self.target_modules, list)
-                and self.target_modules and all(isinstance(m, str) and m for m in self.target_modules)):
-            bad(f"target_modules {self.target_modules!r}", "use 'all-linear' or a list of module names")
+            raise ChattuneError("invalid training setting: num_gpus > 1 with device cpu",
+                                "multi-GPU training needs --device cuda or auto")
         return self
 
     def resolved(self, n_examples: int) -> TrainConfig:
         """A copy with every preset-dependent field filled for a dataset of `n_examples`."""
-        self.validate()
         preset = PRESETS[self.preset]
         epochs = self.epochs
         if epochs is None and self.mixes:
@@ -178,26 +171,18 @@ class TrainConfig:
                          math.ceil(preset.mixed_min_steps / self.steps_per_epoch(rows)))
         elif epochs is None:
             epochs = preset.epochs_for(n_examples)
-        return replace(
-            self,
-            epochs=epochs,
-            learning_rate=(self.learning_rate if self.learning_rate is not None
-                           else preset.lr_for(n_examples, self.method, mixed=self.mixes)),
-            lora_r=self.lora_r if self.lora_r is not None else preset.lora_r,
-            lora_alpha=self.lora_alpha if self.lora_alpha is not None else preset.lora_alpha,
-            lora_dropout=self.lora_dropout if self.lora_dropout is not None else preset.lora_dropout,
-            target_modules=(list(self.target_modules) if isinstance(self.target_modules, list)
-                            else self.target_modules),
-        )
+        return self.model_copy(deep=True, update={
+            "epochs": epochs,
+            "learning_rate": (self.learning_rate if self.learning_rate is not None
+                              else preset.lr_for(n_examples, self.method, mixed=self.mixes)),
+            "lora_r": self.lora_r if self.lora_r is not None else preset.lora_r,
+            "lora_alpha": self.lora_alpha if self.lora_alpha is not None else preset.lora_alpha,
+            "lora_dropout": self.lora_dropout if self.lora_dropout is not None else preset.lora_dropout,
+        })
 
     def with_overrides(self, **overrides) -> TrainConfig:
         """A copy with the given fields changed; None values mean "not given" and are skipped."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ChattuneError(f"unknown training setting(s): {', '.join(unknown)}",
-                                f"known settings: {', '.join(sorted(known))}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
+        return TrainConfig(**{**self.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
 
     @property
     def mixes(self) -> bool:
@@ -224,13 +209,37 @@ class TrainConfig:
         return max(1, math.ceil(n_examples / per_step))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The JSON form written into a run's config.json."""
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ChattuneError(f"unknown training setting(s) in config: {', '.join(unknown)}",
-                                "remove them, or update chattune")
-        return cls(**data).validate()
+        """Read back a run's config.json section (older runs lack newer settings: they get defaults)."""
+        try:
+            return cls.model_validate(data)
+        except UnknownSettings as err:  # a newer chattune wrote it, or a hand edit
+            raise ChattuneError(f"unknown training setting(s) in config: {', '.join(err.names)}",
+                                "remove them, or update chattune") from None
+        except ValidationError as err:  # not even an object: pydantic stops before __init__
+            raise ChattuneError(f"training settings in config must be a JSON object, got "
+                                f"{type(err.errors()[0]['input']).__name__}", "start a new run") from None
+
+
+class UnknownSettings(ChattuneError):
+    """Setting names TrainConfig does not have: a typo, or a run written by a newer chattune."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        super().__init__(f"unknown training setting(s): {', '.join(names)}",
+                         f"known settings: {', '.join(sorted(TrainConfig.model_fields))}")
+
+
+def _user_error(err: ValidationError) -> ChattuneError:
+    """pydantic's report as one line: the unknown settings, else the first bad value and what it accepts."""
+    problems = err.errors()
+    unknown = [str(p["loc"][0]) for p in problems if p["type"] == "extra_forbidden"]
+    if unknown:
+        return UnknownSettings(unknown)
+    name, value = str(problems[0]["loc"][0]), problems[0]["input"]
+    shown = repr(value) if isinstance(value, str) else value
+    return ChattuneError(f"invalid training setting: {name} = {shown}", f"use {TrainConfig.model_fields[name].description}")

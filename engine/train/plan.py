@@ -62,7 +62,6 @@ class Plan:
 def plan_run(workspace: Workspace, config: TrainConfig, model_arg: str | None = None) -> Plan:
     from engine.store import FeedbackStore
 
-    config.validate()
     spec = resolve_model(model_arg)
     store = FeedbackStore(workspace.db_path)
     try:

@@ -198,7 +198,6 @@ def start_run(workspace: Workspace, config: TrainConfig, model_arg: str | None =
 
     Raises ChattuneError when another run holds the workspace, the name is taken, the model is
     missing, --multi-gpu asks for more GPUs than are visible, or the store has no examples for the method."""
-    config.validate()
     _check_gpus(config)
     spec = resolve_model(model_arg)
     name = check_name(name, "run name") if name else _fresh_name(workspace, config.method)

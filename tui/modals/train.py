@@ -99,7 +99,7 @@ class TrainModal(ModalScreen[TrainConfig | None]):
         return TrainConfig(
             method=self.query_one("#method", Select).value, preset=self.query_one("#preset", Select).value,
             quantization="4bit" if self.query_one("#qlora", Checkbox).value else "none",
-            evaluate=self.query_one("#evaluate", Checkbox).value, **values).validate()
+            evaluate=self.query_one("#evaluate", Checkbox).value, **values)
 
     def recompute(self) -> None:
         self.plan = self.config = None
