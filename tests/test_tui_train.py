@@ -137,30 +137,60 @@ async def test_train_dialog_shows_counts_estimate_and_inline_errors(workspace):
         epochs = modal.query_one("#epochs", Input)
         assert epochs.placeholder.startswith("preset: ")
 
+        def shown(widget: str = "#train-plan") -> str:
+            return str(modal.query_one(widget).render())
+
         epochs.value = "two"
-        await pilot.pause()
-        assert "epochs: 'two' is not a number" in str(modal.query_one("#train-error").render())
+        await wait_for(pilot, lambda: "epochs: 'two' is not a number" in shown("#train-error"), "the error")
         assert modal.query_one("#train-start", Button).disabled
         epochs.value = "0"
-        await pilot.pause()
-        assert "invalid training setting: epochs = 0" in str(modal.query_one("#train-error").render())
+        await wait_for(pilot, lambda: "invalid training setting: epochs = 0" in shown("#train-error"), "the error")
         epochs.value = "1"
         modal.query_one("#batch_size", Input).value = "2"
-        await pilot.pause()
         # 11 examples, each also under the other system prompt and in 4 rewordings, plus replay: 66 rows
-        assert "66 rows" in str(modal.query_one("#train-plan").render())
-        assert "~33 steps" in str(modal.query_one("#train-plan").render())
+        await wait_for(pilot, lambda: "66 rows" in shown(), "the plan")
+        assert "~33 steps" in shown()
         modal.query_one("#augment", Input).value = "0"  # the plain recipe: the examples as given
         modal.query_one("#replay", Input).value = "0"
-        await pilot.pause()
-        assert "~6 steps" in str(modal.query_one("#train-plan").render())
-        assert str(modal.query_one("#train-error").render()).strip() == ""
+        await wait_for(pilot, lambda: "~6 steps" in shown(), "the plan")
+        assert shown("#train-error").strip() == ""
 
         modal.query_one("#method").value = "dpo"  # every correction is also a DPO pair
-        await pilot.pause()
-        assert "DPO: learns all 8 of your examples" in str(modal.query_one("#train-plan").render())
+        await wait_for(pilot, lambda: "DPO: learns all 8 of your examples" in shown(), "the plan")
         await pilot.press("escape")
         assert isinstance(app.screen, ChatScreen) and not app.trainer.active
+
+
+async def test_typing_in_the_train_dialog_plans_once_off_the_ui_thread(workspace, monkeypatch):
+    """Planning reads the store and every run's files: a burst of keys asks for one plan, made on a
+    worker thread, and ctrl+s pressed before it is ready starts with what was typed."""
+    import threading
+
+    from train_support import fill_store
+
+    import tui.modals.train as train_modal
+
+    fill_store(workspace.db_path, n_facts=4)
+    planned_on = []
+
+    def recorded_plan(*args):
+        planned_on.append(threading.current_thread())
+        return real_plan(*args)
+
+    real_plan = train_modal.plan_run
+    monkeypatch.setattr(train_modal, "plan_run", recorded_plan)
+    chosen = []
+    async with running(workspace) as (app, pilot):
+        modal = TrainModal(workspace, None)
+        app.push_screen(modal, callback=chosen.append)
+        await wait_for(pilot, lambda: modal.plan is not None and not modal.planning, "the first plan")
+        opened_with = len(planned_on)
+        modal.query_one("#seed", Input).focus()
+        await pilot.press("end", "backspace", "backspace", "1", "2", "3", "ctrl+s")
+        await wait_for(pilot, lambda: chosen, "the dialog to close")
+        assert chosen[0].seed == 123
+        assert len(planned_on) == opened_with + 1  # one plan for the five keys that changed it
+        assert planned_on[-1] is not threading.main_thread()
 
 
 # --- real runs ----------------------------------------------------------------------------------------
@@ -182,8 +212,8 @@ async def test_a_run_from_the_dialog_is_hot_swapped_into_the_chat(workspace, tin
         modal.query_one("#augment", Input).value = "0"  # the plain recipe keeps this run short
         modal.query_one("#replay", Input).value = "0"
         modal.query_one("#evaluate", Checkbox).value = False
-        await pilot.pause()
-        assert "~3 steps" in str(modal.query_one("#train-plan").render())
+        await wait_for(pilot, lambda: modal.ready and "~3 steps" in str(modal.query_one("#train-plan").render()),
+                       "the plan")
         await pilot.press("ctrl+s")
         assert isinstance(app.screen, ChatScreen)
         await wait_for(pilot, lambda: app.trainer.handle is not None, "the child to start")

@@ -1,5 +1,8 @@
 """The training dialog: method, preset and overrides, with the plan (example counts, time estimate,
-warnings) recomputed as they change. Returns the TrainConfig to start, or None."""
+warnings) recomputed as they change. Returns the TrainConfig to start, or None.
+
+Planning reads the store and every earlier run's files, so it runs on a worker thread, once typing
+pauses (PLAN_DELAY_S): keystrokes never wait for it."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ FIELDS = {
     "replay": ("replay share", float),  # 0: none
 }
 FROM_PRESET = ("epochs", "learning_rate", "lora_r", "lora_alpha")
+PLAN_DELAY_S = 0.3  # plan once the keys have paused this long
 
 
 class TrainModal(ModalScreen[TrainConfig | None]):
@@ -49,6 +53,11 @@ class TrainModal(ModalScreen[TrainConfig | None]):
         self.plan: Plan | None = None
         self.config: TrainConfig | None = None
         self.error = ""
+        self.planning = False  # a change is waiting for its plan: Start waits too
+        self._asked = 0  # how many plans were asked for: only the answer to the last one is shown
+        self._values: TrainConfig | str | None = None  # what the last plan was asked for
+        self._timer = None
+        self._start_when_planned = False
 
     def compose(self) -> ComposeResult:
         defaults = TrainConfig()
@@ -78,7 +87,7 @@ class TrainModal(ModalScreen[TrainConfig | None]):
 
     def on_mount(self) -> None:
         self.query_one("#method", Select).focus()
-        self.recompute()
+        self.recompute()  # the dialog opens with its plan (one read, before the first paint)
 
     # -- the plan ----------------------------------------------------------------------------------
 
@@ -99,20 +108,55 @@ class TrainModal(ModalScreen[TrainConfig | None]):
         return TrainConfig(
             method=self.query_one("#method", Select).value, preset=self.query_one("#preset", Select).value,
             quantization="4bit" if self.query_one("#qlora", Checkbox).value else "none",
-            evaluate=self.query_one("#evaluate", Checkbox).value, **values)
+            evaluate=self.query_one("#evaluate", Checkbox).value, **values).validate()
 
     def recompute(self) -> None:
-        self.plan = self.config = None
-        self.error = ""
+        self._values = self.read_config_or_error()
+        self._planned(self._asked, *self._plan(self._values))
+
+    def replan_soon(self) -> None:
+        """UI thread, on every change: plan once the changes pause, on a worker thread."""
+        if self.read_config_or_error() == self._values:
+            return  # nothing that the plan depends on changed (the widgets' first events say so)
+        self.planning = True
+        self._asked += 1
+        self._show_start()
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(PLAN_DELAY_S, self._replan)
+
+    def _replan(self) -> None:
+        self._timer = None
+        asked, config = self._asked, self.read_config_or_error()
+        self._values = config
+        self.run_worker(lambda: self.app.call_from_thread(self._planned, asked, *self._plan(config)),
+                        thread=True, group="plan", exit_on_error=False)
+
+    def read_config_or_error(self) -> TrainConfig | str:
         try:
-            config = self.read_config()
-            self.plan = plan_run(self.workspace, config, self.model_arg)
-            self.config = config
+            return self.read_config()
         except ChattuneError as err:
-            self.error = str(err)
+            return str(err)
+
+    def _plan(self, config: TrainConfig | str) -> tuple[Plan | None, TrainConfig | None, str]:
+        """Any thread: (plan, config, error) for the dialog's values."""
+        if isinstance(config, str):
+            return None, None, config
+        try:
+            return plan_run(self.workspace, config, self.model_arg), config, ""
+        except ChattuneError as err:
+            return None, None, str(err)
         except Exception as err:  # noqa: BLE001 -- a broken store or model file: say so, stay open
-            self.error = f"{type(err).__name__}: {err}"
+            return None, None, f"{type(err).__name__}: {err}"
+
+    def _planned(self, asked: int, plan: Plan | None, config: TrainConfig | None, error: str) -> None:
+        if asked != self._asked or not self.is_attached:
+            return  # a later change is on its way, or the dialog has closed
+        self.plan, self.config, self.error, self.planning = plan, config, error, False
         self._show()
+        if self._start_when_planned:
+            self._start_when_planned = False
+            self.action_start()
 
     def _show(self) -> None:
         plan_view = self.query_one("#train-plan", Static)
@@ -139,20 +183,23 @@ class TrainModal(ModalScreen[TrainConfig | None]):
             error_view.update(Text(f"Nothing to train on yet: {what} first.", style="bold red"))
         else:
             error_view.update("")
+        self._show_start()
+
+    def _show_start(self) -> None:
         self.query_one("#train-start", Button).disabled = not self.ready
 
     @property
     def ready(self) -> bool:
-        return self.config is not None and self.plan is not None and self.plan.examples > 0
+        return not self.planning and self.config is not None and self.plan is not None and self.plan.examples > 0
 
     def on_input_changed(self) -> None:
-        self.recompute()
+        self.replan_soon()
 
     def on_select_changed(self) -> None:
-        self.recompute()
+        self.replan_soon()
 
     def on_checkbox_changed(self) -> None:
-        self.recompute()
+        self.replan_soon()
 
     # -- leaving -----------------------------------------------------------------------------------
 
@@ -166,7 +213,9 @@ class TrainModal(ModalScreen[TrainConfig | None]):
             self.action_cancel()
 
     def action_start(self) -> None:
-        if self.ready:
+        if self.planning:
+            self._start_when_planned = True  # ctrl+s right after a keystroke: start once planned
+        elif self.ready:
             self.dismiss(self.config)
         else:
             self.app.bell()
