@@ -108,7 +108,7 @@ class TrainModal(ModalScreen[TrainConfig | None]):
         return TrainConfig(
             method=self.query_one("#method", Select).value, preset=self.query_one("#preset", Select).value,
             quantization="4bit" if self.query_one("#qlora", Checkbox).value else "none",
-            evaluate=self.query_one("#evaluate", Checkbox).value, **values).validate()
+            evaluate=self.query_one("#evaluate", Checkbox).value, **values)
 
     def recompute(self) -> None:
         self._values = self.read_config_or_error()
