@@ -210,3 +210,19 @@ def test_taught_adapter_beats_the_base_on_held_out_facts_and_lists_what_it_chang
         assert changed["id"] in known and changed["id"] in markdown
     assert card["verdict"]["label"] == "too little data"  # 8 examples
     assert json.loads((run_dir / SCORECARD_JSON).read_text())["run"] == "taught"
+
+
+@pytest.mark.child
+def test_re_evaluation_runs_in_a_child_and_reports_why_it_failed(tmp_path):
+    """The runs screen's `e`: `chattune eval --refresh` in a child; a failure's reason is its last line."""
+    from engine.api import ChattuneError, start_evaluation
+
+    workspace = Workspace.open(tmp_path / "ws")
+    run_dir = workspace.runs_dir / "no-base"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": {"method": "sft"}, "base": {}}))
+    handle = start_evaluation(workspace, "no-base")
+    assert handle.wait() != 0
+    assert "does not record its base model" in handle.last_line() and handle.log_path == run_dir / "eval.log"
+    with pytest.raises(ChattuneError, match="no run named 'nope'"):
+        start_evaluation(workspace, "nope")
