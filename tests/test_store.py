@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from engine.errors import ChattuneError
-from engine.store import SCHEMA_VERSION, FeedbackStore
+from engine.store import SCHEMA_VERSION, FeedbackStore, StoreError
 
 SYSTEM = {"role": "system", "content": "You are terse."}
 
@@ -224,3 +224,19 @@ def test_a_file_that_is_not_a_database_is_reported(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ChattuneError, match="not a usable chattune feedback store"):
         FeedbackStore(path)
+
+
+def test_a_full_disk_is_a_store_error_with_a_hint_and_the_store_goes_on(tmp_path):
+    """SQLite's own failures reach callers as StoreError (one line and a hint), never sqlite3's types."""
+    store = FeedbackStore(tmp_path / "feedback.db")
+    chat = [{"role": "user", "content": "hi"}]
+    store.add_feedback("approved", chat, "hello")
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")  # the file cannot grow: a full disk
+    with pytest.raises(StoreError, match=r"database or disk is full \(check that the disk has room"):
+        store.add_feedback("approved", [{"role": "user", "content": "x" * 20_000}], "y" * 20_000)
+    assert len(store.records()) == 1  # nothing half-written
+    store._conn.execute(f"PRAGMA max_page_count = {pages * 100}")  # space freed: the same call works
+    store.add_feedback("approved", [{"role": "user", "content": "x" * 20_000}], "y" * 20_000)
+    assert len(store.records()) == 2
+    store.close()
