@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,9 +86,22 @@ def list_adapters(workspace: Workspace) -> list[AdapterRef]:
     return found
 
 
-def newest_adapter(workspace: Workspace) -> AdapterRef | None:
-    """The most recently written adapter in the workspace: the default B side of an A/B."""
-    found = list_adapters(workspace)
+def newest_adapter(workspace: Workspace, model: str | None) -> AdapterRef | None:
+    """The most recently written adapter trained on `model` (a --model value, None for the embedded
+    one): the default B side of an A/B. One trained on another base would not load, or answer nonsense;
+    a run is matched by the fingerprint of the weights it recorded (runs/<run>/config.json)."""
+    from engine.models import resolve_model
+    from engine.runfolder import fingerprint
+
+    base = fingerprint(resolve_model(model).path)
+    found = [ref for ref in list_adapters(workspace) if _base_fingerprint(workspace.run_dir(ref.name)) == base]
     if not found:
         return None
     return max(found, key=lambda ref: (ref.gguf_path or ref.peft_dir).stat().st_mtime)
+
+
+def _base_fingerprint(run: Path) -> str | None:
+    try:
+        return json.loads((run / "config.json").read_text(encoding="utf-8"))["base"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a run that does not say what it trained on is nobody's default

@@ -253,6 +253,28 @@ def local_models(workspace_root: Path) -> list[ModelEntry]:
     return found
 
 
+def listed_model(model: str | None, entries) -> str | None:
+    """`--model N` (every front end): the Nth model `chattune models` lists, numbered from 1, as the
+    path to open (None for the embedded one, the default); any other value is left as it is.
+    `entries()` gives the list as dicts (ModelEntry.as_dict()); it is called only for a number."""
+    from engine.errors import ModelNotFound
+
+    if model is None or not model.isdigit() or Path(model).exists():
+        return model
+    listed = entries()
+    if not 1 <= int(model) <= len(listed):
+        raise ModelNotFound(f"--model {model}: `chattune models` lists {len(listed)} model(s) here",
+                            "pass a number from its first column, or a path")
+    entry = listed[int(model) - 1]
+    return None if entry["source"] == "embedded" else entry["path"]
+
+
+def listed_here(model: str | None, workspace_root: Path) -> str | None:
+    """listed_model, listing the models in this process (the CLI's commands; the app lists through a
+    child, as it never loads torch)."""
+    return listed_model(model, lambda: [entry.as_dict() for entry in local_models(workspace_root)])
+
+
 def _gguf_files(root: Path, depth: int = 4) -> list[Path]:
     if not root.is_dir():
         return []

@@ -183,7 +183,7 @@ class ChattuneApp(App):
         if self.b_side is not None:
             then(self.b_side)
             return
-        newest = newest_adapter(self.workspace)
+        newest = newest_adapter(self.workspace, self.model_arg)
         if newest is None:
             self.notify("No adapter yet. Judge some replies (a / e / f), train one (t), "
                         "or start with --adapter RUN_OR_FILE.", title="base model only", timeout=10)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from engine.api import ChattuneError
+from engine.api import listed_model as pick_listed
 
 LIST_TIMEOUT_S = 300
 
@@ -30,10 +31,4 @@ def listed_models(workspace_root: Path) -> list[dict]:
 
 def listed_model(model: str | None, workspace_root: Path) -> str | None:
     """`--model N`: the path of the Nth model `chattune models` lists; anything else is left as it is."""
-    if model is None or not model.isdigit() or Path(model).exists():
-        return model
-    entries = listed_models(workspace_root)
-    if not 1 <= int(model) <= len(entries):
-        raise ChattuneError(f"--model {model}: `chattune models` lists {len(entries)} model(s) here",
-                            "pass a number from its first column, or a path")
-    return entries[int(model) - 1]["path"]
+    return pick_listed(model, lambda: listed_models(workspace_root))

@@ -23,14 +23,17 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from engine.adapters import newest_adapter, resolve_adapter
+    from engine.model_catalog import listed_here
     from engine.prompts import system_prompt
     from engine.session import open_chat
-    from engine.workspace import Workspace
+    from engine.workspace import Workspace, workspace_root
 
+    args.model = listed_here(args.model, workspace_root(args.workspace))  # --model N: `chattune models`' Nth
     if args.ab and not args.adapter:
-        newest = newest_adapter(Workspace.open(args.workspace))
+        newest = newest_adapter(Workspace.open(args.workspace), args.model)
         if newest is None:
-            raise ChattuneError("--ab compares the base model with an adapter, but there is no trained adapter yet",
+            raise ChattuneError("--ab compares the base model with an adapter, but no adapter is trained on this "
+                                "model yet",
                                 "train one with `chattune train`, or name one with --adapter RUN_OR_FILE")
         args.adapter = newest.name
     system = system_prompt(args.system, args.workspace)

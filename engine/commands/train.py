@@ -24,8 +24,8 @@ def register(subparsers) -> None:
                     "Multi-GPU: --multi-gpu N runs N processes (DDP) through\n"
                     "  accelerate launch --multi_gpu --num_processes N -m engine.train.child RUN_DIR\n"
                     "Your accelerate config (`accelerate config`) is honoured for everything else.")
-    p.add_argument("--model", "-m", help="base model: a .gguf, an HF folder or a cached hub id "
-                   "(default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", "-m", help="base model: a .gguf, an HF folder, a cached hub id or N, the Nth "
+                   "`chattune models` lists (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--method", choices=METHODS, default="sft",
                    help="sft: learn approved/corrected answers; dpo: prefer chosen over rejected (default sft)")
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick", help="default quick")
@@ -88,8 +88,10 @@ def run_train(args) -> int:
         print(f"resuming run {handle.name} ({handle.run_dir})")
         return follow(handle)
 
+    from engine.model_catalog import listed_here
     from engine.train.plan import plan_run
 
+    args.model = listed_here(args.model, workspace.root)  # --model N: `chattune models`' Nth
     config = config_from_args(args)
     plan = plan_run(workspace, config, args.model)
     print(f"base model: {plan.base_name}")
