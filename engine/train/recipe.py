@@ -29,6 +29,7 @@ from engine.runfolder import (
     CHECKPOINTS_DIR,
     SNAPSHOT_DIR,
     EventLog,
+    RunConfig,
     fingerprint,
     last_checkpoint,
     read_run_config,
@@ -83,7 +84,7 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
     started = time.monotonic()
     run_dir = Path(run_dir)
     meta = read_run_config(run_dir)
-    cfg = TrainConfig.from_dict(meta["config"])
+    cfg = TrainConfig.from_dict(meta.config)
 
     # --- setup --------------------------------------------------------------------------------
     rt = decide_runtime(cfg)
@@ -97,7 +98,7 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
         with _main_first(rt):  # rank 0 writes the mix, the other ranks of a multi-GPU run read it
             mix = _sft_mix(run_dir, meta, cfg, log) if rt.main else None
     _check_cancel(cancel)
-    log.emit("status", phase="load", message=f"loading {meta['base']['name']} ({rt.device}, "
+    log.emit("status", phase="load", message=f"loading {meta.base.name} ({rt.device}, "
                                             f"{'QLoRA 4-bit' if rt.quantization == '4bit' else 'LoRA'})")
     tokenizer, model = load_base(base_dir, cfg, rt)
     _check_cancel(cancel)
@@ -184,11 +185,10 @@ def _main_first(rt: Runtime):
     return PartialState().main_process_first()
 
 
-def _base_dir(run_dir: Path, meta: dict, log: EventLog, rt: Runtime) -> Path:
+def _base_dir(run_dir: Path, meta: RunConfig, log: EventLog, rt: Runtime) -> Path:
     """The full-precision HF folder for the run's base model, checked against its fingerprint."""
-    base = meta["base"]
-    spec = resolve_model(base["path"])
-    if fingerprint(spec.path) != base["fingerprint"]:
+    spec = resolve_model(meta.base.path)
+    if fingerprint(spec.path) != meta.base.fingerprint:
         raise ChattuneError(f"the base model {spec.path} changed since run {run_dir.name!r} was set up",
                             "start a new run, or restore the original model file")
     workspace = Workspace(run_dir.parent.parent)
@@ -212,8 +212,10 @@ def load_base(base_dir: Path, cfg: TrainConfig, rt: Runtime):
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     fit = fit_tokenizer(base_dir, tokenizer, cfg.template)  # template, padding, attention: from the model
+    # bf16: the frozen base is held in bf16 (the CPU too: AMX then runs every matmul without the
+    # per-step fp32->bf16 weight copies autocast makes); peft keeps the LoRA weights in fp32.
     kwargs = {"attn_implementation": fit.attn_implementation,
-              "dtype": torch.bfloat16 if rt.device == "cuda" and rt.precision == "bf16" else torch.float32}
+              "dtype": torch.bfloat16 if rt.precision == "bf16" else torch.float32}
     if rt.quantization == "4bit":
         from transformers import BitsAndBytesConfig
 
@@ -238,22 +240,21 @@ def load_base(base_dir: Path, cfg: TrainConfig, rt: Runtime):
     return tokenizer, model
 
 
-def _sft_mix(run_dir: Path, meta: dict, cfg: TrainConfig, log: EventLog):
+def _sft_mix(run_dir: Path, meta: RunConfig, cfg: TrainConfig, log: EventLog):
     """The user's examples with their rewordings and replay (engine.train.prepare), built on rank 0
     before the model is loaded for training; the listing lands in the run folder."""
     from engine.engines import open_engine
     from engine.prompts import system_prompt
     from engine.train.prepare import sft_mix
 
-    base = meta["base"]
-    spec = resolve_model(base["path"])
+    spec = resolve_model(meta.base.path)
     workspace = Workspace(run_dir.parent.parent)
     user_rows = sft_rows(run_dir / SNAPSHOT_DIR, "train")
     if not user_rows:
         raise ChattuneError("no SFT training examples in this run's snapshot",
                             "collect some approved or corrected replies first")
     kind = "llamacpp" if spec.is_gguf else "transformers"
-    base_id = f"{spec.path.stem if spec.is_gguf else spec.path.name}-{base['fingerprint']}"
+    base_id = f"{spec.path.stem if spec.is_gguf else spec.path.name}-{meta.base.fingerprint}"
     mix = sft_mix(run_dir, cfg, user_rows, lambda: open_engine(kind, spec, workspace, template=cfg.template),
                   workspace.cache_dir, base_id, system_prompt(),
                   lambda message: log.emit("status", phase="data", message=message))
@@ -375,13 +376,17 @@ def _cpu_sft_trainer():
     """SFTTrainer with the model's own loss. TRL's fused LM head recomputes the logits in tiles to
     save GPU memory; on a CPU that costs about a third of every step (measured on SmolLM2-135M,
     whose 49k-token head is large next to its body), and memory is not the limit there."""
+    from peft.helpers import disable_input_dtype_casting
     from transformers import Trainer
     from trl import SFTTrainer
 
     class CpuSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            # Under bf16 autocast the LoRA matmuls run in bf16 whatever their input's dtype, so peft's
+            # cast of each bf16 input up to the fp32 LoRA weights is a copy thrown away.
+            with disable_input_dtype_casting(model, active=self.args.bf16):
+                return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
 
     return CpuSFTTrainer
 
