@@ -22,8 +22,10 @@ def test_bench_learn_runs_both_recipes_and_writes_json(tiny_gguf, workspace, tmp
     assert code == 0 and part["status"] == "ok", part["reason"]
     assert data["budget"]["learn_facts"] == 2 and data["budget"]["learn_general"] == 3
     names = [row["name"] for row in part["rows"]]
+    base_right = part["details"]["base"]["base_general_right"]
     assert names == ["taught recall (of 2)", "reworded recall (of 2, never trained on)",
-                     f"general answers still right (base right on {part['details']['base']['base_general_right']})",
+                     f"general answers still right (base right on {base_right})",
+                     f"general answers fixed (base wrong on {3 - base_right})",
                      "general answers kept (same as base, of 3)", "time to adapter",
                      "evaluation after training vs the training"]  # the default run is evaluated, as a user's is
     for row in part["rows"]:
@@ -32,6 +34,7 @@ def test_bench_learn_runs_both_recipes_and_writes_json(tiny_gguf, workspace, tmp
     for recipe in ("new", "plain"):
         details = part["details"][recipe]
         assert 0 <= details["taught"] <= 2 and 0 <= details["kept"] <= 3 and details["adapter_s"] > 0
+        assert details["general_right_kept"] + details["general_fixed"] == details["general_right"]
         assert len(details["replies"]["taught"]) == len(details["replies"]["reworded"]) == 2
     # The new recipe trains on more rows than the plain one: rewordings and replay.
     assert part["details"]["new"]["rows"] > part["details"]["plain"]["rows"] == 2

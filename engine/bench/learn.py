@@ -62,6 +62,7 @@ def learn_part(ctx: Context) -> PartResult:
     scores = {name: _score(facts, general, answers["base"], answers[name]) for name in runs}
     new, plain = scores["new"], scores["plain"]
     base_right = scores["new"]["base_general_right"]
+    base_wrong = sum(1 for g in general if g.expected) - base_right
 
     def one(value) -> dict | None:
         return summarize([value]) if value is not None else None
@@ -74,6 +75,8 @@ def learn_part(ctx: Context) -> PartResult:
             better="higher", note="prompts/learn/facts.jsonl 'reworded': no run trains on them"),
         Row(f"general answers still right (base right on {base_right})", "answers", one(new["general_right_kept"]),
             one(plain["general_right_kept"]), better="higher"),
+        Row(f"general answers fixed (base wrong on {base_wrong})", "answers", one(new["general_fixed"]),
+            one(plain["general_fixed"]), better="higher", note="a change, so 'kept' counts each one against the run"),
         Row(f"general answers kept (same as base, of {len(general)})", "answers", one(new["kept"]),
             one(plain["kept"]), better="higher", note="the scorecard's 'kept'"),
         Row("time to adapter", "s", one(runs["new"]["adapter_s"]), one(runs["plain"]["adapter_s"]), better="lower",
@@ -191,6 +194,8 @@ def _score(facts: list[dict], general, base: list[str], ours: list[str]) -> dict
         "reworded": sum(has(r, f) for r, f in zip(reworded, facts, strict=True)),
         "general_right": sum(contains_expected(rest[i], list(general[i].expected)) for i in checkable),
         "general_right_kept": sum(contains_expected(rest[i], list(general[i].expected)) for i in base_right),
+        "general_fixed": sum(contains_expected(rest[i], list(general[i].expected))
+                             for i in checkable if i not in base_right),
         "kept": sum(equivalent(b, a, list(g.expected)) for b, a, g in zip(base_rest, rest, general, strict=True)),
         "base_taught": sum(has(r, f) for r, f in zip(base_taught, facts, strict=True)),
         "base_general_right": len(base_right),
