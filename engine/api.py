@@ -53,7 +53,7 @@ def training_run(workspace: Workspace) -> str | None:
 def evaluates_after_training(run_dir: Path) -> bool:
     """Whether the run's child evaluates the adapter after `done` (its config's `evaluate`)."""
     try:
-        return bool(read_run_config(run_dir).get("config", {}).get("evaluate", True))
+        return bool(read_run_config(run_dir).config.get("evaluate", True))
     except ChattuneError:
         return True
 

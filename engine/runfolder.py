@@ -44,7 +44,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.adapters import GGUF_FILE, PEFT_DIR
 from engine.childproc import TERMINAL_EVENTS, EventWriter, parse_event
@@ -52,6 +54,7 @@ from engine.errors import ChattuneError
 from engine.files import write_json_atomic
 from engine.models import ModelSpec, hash_ends
 from engine.runlock import holder_of
+from engine.validation import one_line
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -111,22 +114,87 @@ def loss_curves(events: list[dict]) -> Curves:
 # --- config.json --------------------------------------------------------------------------------
 
 
-def read_run_config(run_dir: Path) -> dict:
+class BaseRef(BaseModel):
+    """The base model a run trains on: what the user passed, what it resolved to, and its fingerprint."""
+
+    arg: str | None = None
+    name: str = ""
+    kind: str = ""  # "gguf" or "hf"
+    path: str = ""
+    source: str = ""
+    fingerprint: str = ""
+
+
+class SnapshotRef(BaseModel):
+    dir: str = SNAPSHOT_DIR
+    hash: str = ""
+    counts: dict[str, int] = {}  # {"sft-train": n, ..., "dpo-test": n}
+
+
+class RunTime(BaseModel):
+    """What the training child made of "auto" (engine.train.recipe.Runtime), why, and the library versions."""
+
+    model_config = ConfigDict(extra="allow")  # what a newer child records survives an older reader's rewrite
+
+    device: str = ""
+    quantization: str = ""
+    precision: str = ""
+    gradient_checkpointing: bool = False
+    optim: str = ""
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    bnb_compute_dtype: str = ""
+    reasons: dict[str, str] = {}
+    versions: dict[str, str | None] = {}
+
+
+class RunConfig(BaseModel):
+    """config.json. Runs written by earlier versions lack some keys: they read with the defaults, and a
+    rewrite keeps only the keys the file had (exclude_unset) plus the section written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    created_at: str = ""
+    chattune: str | None = None  # the version that set the run up (absent in the earliest runs)
+    # engine.train.config.TrainConfig as JSON, resolved for the data (`requested`: as the user gave it).
+    # Typed there: evaluation and export sit below training and read only a few of its keys.
+    config: dict[str, Any] = {}
+    requested: dict[str, Any] | None = None
+    base: BaseRef = BaseRef()
+    snapshot: SnapshotRef = SnapshotRef()
+    runtime: RunTime | None = None  # written by the child when it starts
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return RunConfig.model_validate(data)
     except FileNotFoundError as err:
         raise ChattuneError(f"{run_dir} is not a training run (no {CONFIG_FILE})",
                             "list runs with `chattune runs`") from err
+    except ValidationError as err:
+        raise ChattuneError(f"{path} is damaged ({one_line(err, data)})", "start a new run") from None
     except ValueError as err:
         raise ChattuneError(f"{path} is damaged ({err})", "start a new run") from err
 
 
-def update_run_config(run_dir: Path, **sections) -> dict:
-    data = read_run_config(run_dir)
-    data.update(sections)
-    write_json_atomic(Path(run_dir) / CONFIG_FILE, data)
-    return data
+def write_run_config(run_dir: Path, run_config: RunConfig) -> None:
+    write_json_atomic(Path(run_dir) / CONFIG_FILE, run_config.model_dump(mode="json", exclude_unset=True))
+
+
+def update_run_config(run_dir: Path, **sections) -> RunConfig:
+    """Write sections (as JSON values, checked against RunConfig) into the run's config.json."""
+    current = read_run_config(run_dir).model_dump(mode="json", exclude_unset=True)
+    try:
+        updated = RunConfig.model_validate({**current, **sections})
+    except ValidationError as err:
+        raise ChattuneError(f"cannot record {', '.join(sections)} in {run_dir}: {one_line(err, sections)}",
+                            "this is a bug in chattune; please report it") from None
+    write_run_config(run_dir, updated)
+    return updated
 
 
 # --- the snapshot -------------------------------------------------------------------------------
@@ -227,13 +295,12 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 def load_run(run_dir: Path) -> RunInfo:
     run_dir = Path(run_dir)
     meta = read_run_config(run_dir)
-    config = meta.get("config", {})
-    counts = meta.get("snapshot", {}).get("counts", {})
-    method = config.get("method", "")
+    counts = meta.snapshot.counts
+    method = meta.config.get("method", "")
     info = RunInfo(
         name=run_dir.name, run_dir=run_dir, status="created", method=method,
         examples=counts.get(f"{method}-train", 0), val_examples=counts.get(f"{method}-val", 0),
-        created_at=meta.get("created_at", ""), base=meta.get("base", {}).get("name", ""), config=config,
+        created_at=meta.created_at, base=meta.base.name, config=meta.config,
     )
     events = read_events(run_dir)
     info.curves = loss_curves(events)

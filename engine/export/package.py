@@ -12,6 +12,7 @@ from engine import __version__
 from engine.export.card import CardFacts, model_card
 from engine.export.modelfile import modelfile_text
 from engine.export.preflight import ExportPlan
+from engine.runfolder import RunConfig
 
 EXPORT_JSON = "export.json"
 MODELFILE = "Modelfile"
@@ -40,7 +41,7 @@ def training_system_prompt(snapshot_dir: Path | None) -> str | None:
     return systems.pop() if len(systems) == 1 else None
 
 
-def package(plan: ExportPlan, *, ggufs: dict[str, Path], lora: Path | None, peft_dir: Path, meta: dict, info,
+def package(plan: ExportPlan, *, ggufs: dict[str, Path], lora: Path | None, peft_dir: Path, meta: RunConfig, info,
             verify: dict, fallbacks: dict[str, dict], template: str | None, eos_token: str,
             system: str | None, scorecard_md: str | None) -> tuple[list[dict], bool]:
     """Write everything beside the GGUF files. Returns (files, whether the Modelfile got a TEMPLATE)."""

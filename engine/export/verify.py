@@ -177,7 +177,7 @@ def _training_on_gpu(workspace) -> bool:
         meta = read_run_config(workspace.run_dir(holder.run))
     except ChattuneError:  # a run being set up: assume it will take the GPU, the CPU is always safe
         return True
-    return (meta.get("runtime", {}).get("device") or meta.get("config", {}).get("device")) != "cpu"
+    return ((meta.runtime.device if meta.runtime else "") or meta.config.get("device")) != "cpu"
 
 
 def export_replies(path: Path, prompts, params: GenParams, tick) -> Replies:

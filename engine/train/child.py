@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             held = runlock.inherited(run_dir.parent)
             if held is None and runlock.FD_ENV not in os.environ:  # started by hand, not by the runner
                 held = runlock.acquire(run_dir.parent, run_dir.name)
-        config = TrainConfig.from_dict(read_run_config(run_dir)["config"])
+        config = TrainConfig.from_dict(read_run_config(run_dir).config)
         _lower_priority_on_cpu(config.device)
         if run(run_dir, log, cancel, resume=args.resume) == "cancelled":
             return _cancelled_status()

@@ -9,16 +9,16 @@ frozen weights), at a sustained rate per CPU core or per GPU.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import ChattuneError
 from engine.hardware import cpu_bf16_flags
 from engine.models import ModelSpec, count_parameters, resolve_model
-from engine.runfolder import list_runs, read_events
+from engine.runfolder import list_runs, read_events, read_run_config
 from engine.train.config import FEW_EXAMPLES, TrainConfig
 from engine.workspace import Workspace
 
@@ -143,24 +143,20 @@ def measured_tokens_per_s(workspace: Workspace, spec: ModelSpec, device: str, qu
     """Median training throughput of earlier finished runs on this base with these settings."""
     found = []
     for info in list_runs(workspace):
-        runtime = _runtime(info.run_dir)
-        if info.status != "done" or runtime.get("device") != device or \
-                runtime.get("quantization") != quantization or runtime.get("precision") != precision:
+        if info.status != "done":
             continue
-        meta_base = json.loads((info.run_dir / "config.json").read_text()).get("base", {})
-        if meta_base.get("path") != str(spec.path):
+        try:
+            meta = read_run_config(info.run_dir)
+        except ChattuneError:  # removed or damaged since it was listed
+            continue
+        runtime = meta.runtime
+        if runtime is None or (runtime.device, runtime.quantization, runtime.precision) != \
+                (device, quantization, precision) or meta.base.path != str(spec.path):
             continue
         done = [e for e in read_events(info.run_dir) if e["event"] == "done"]
         if done and done[-1].get("tokens_per_s"):
             found.append(done[-1]["tokens_per_s"])
     return statistics.median(found) if found else None
-
-
-def _runtime(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "config.json").read_text()).get("runtime", {})
-    except (OSError, ValueError):
-        return {}
 
 
 def guess_device(config: TrainConfig) -> str:

@@ -37,18 +37,19 @@ from engine.childproc import (
     spawn_child,
 )
 from engine.errors import ChattuneError
-from engine.files import write_json_atomic
 from engine.hardware import check_gpu_count, child_gpu_env, visible_gpu_count
 from engine.models import resolve_model
 from engine.runfolder import (
-    CONFIG_FILE,
     LOG_FILE,
     METRICS_FILE,
     SNAPSHOT_DIR,
     EventLog,
+    RunConfig,
+    SnapshotRef,
     base_reference,
     load_run,
     read_run_config,
+    write_run_config,
 )
 from engine.train.config import TrainConfig
 from engine.workspace import Workspace, check_name
@@ -159,7 +160,7 @@ class AttachedRun:
 
     def _signal(self, signum: int) -> None:
         if self.poll() is None:  # the pid is the lock holder's, so it is still our child process
-            multi_process = read_run_config(self.run_dir)["config"].get("num_gpus", 1) > 1
+            multi_process = TrainConfig.from_dict(read_run_config(self.run_dir).config).num_gpus > 1
             if multi_process and signal_ranks(self.pid, signum) and signum != signal.SIGKILL:
                 return  # the launcher exits with its ranks (see RunHandle.cancel)
             try:
@@ -215,15 +216,11 @@ def start_run(workspace: Workspace, config: TrainConfig, model_arg: str | None =
                     "correct some replies or vote in A/B"
                 raise ChattuneError(f"no {config.method.upper()} training examples in the store "
                                     f"({workspace.db_path})", f"{what} first (`chattune data` shows the counts)")
-            write_json_atomic(run_dir / CONFIG_FILE, {
-                "name": name,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "chattune": __version__,
-                "config": config.resolved(examples).to_dict(),
-                "requested": config.to_dict(),
-                "base": base_reference(spec, model_arg),
-                "snapshot": {"dir": SNAPSHOT_DIR, "hash": snapshot.hash, "counts": snapshot.counts},
-            })
+            write_run_config(run_dir, RunConfig(
+                name=name, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                chattune=__version__, config=config.resolved(examples).to_dict(), requested=config.to_dict(),
+                base=base_reference(spec, model_arg),
+                snapshot=SnapshotRef(dir=SNAPSHOT_DIR, hash=snapshot.hash, counts=snapshot.counts)))
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no half-made run behind
             raise
@@ -237,7 +234,7 @@ def resume_run(workspace: Workspace, name: str) -> RunHandle:
     info = load_run(run_dir)
     if info.status == "done":
         raise ChattuneError(f"run {name!r} already finished", "start a new run instead")
-    _check_gpus(TrainConfig.from_dict(read_run_config(run_dir)["config"]))
+    _check_gpus(TrainConfig.from_dict(read_run_config(run_dir).config))
     with runlock.acquire(workspace.runs_dir, name) as held:
         return _spawn(run_dir, held, resume=True)
 
@@ -258,7 +255,7 @@ def _check_gpus(config: TrainConfig) -> None:
 
 
 def _spawn(run_dir: Path, held: runlock.TrainLock, *, resume: bool) -> RunHandle:
-    config = TrainConfig.from_dict(read_run_config(run_dir)["config"])
+    config = TrainConfig.from_dict(read_run_config(run_dir).config)
     with open(run_dir / LOG_FILE, "ab") as log:
         log.write(f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
     env = {runlock.FD_ENV: str(held.fileno()), **child_gpu_env(config.device, config.num_gpus)}
