@@ -20,6 +20,7 @@ from engine.evaluate.runner import EvalHandle, start_evaluation
 from engine.evaluate.scorecard import summary_rows
 from engine.export.quants import DEFAULT_QUANTS, QUANTS
 from engine.export.runner import ExportHandle, start_export
+from engine.model_catalog import listed_model
 from engine.models import resolve_model
 from engine.prompts import system_prompt, system_prompts
 from engine.runfolder import RunInfo, list_runs, read_run_config, runs_stamp
@@ -56,13 +57,6 @@ def evaluates_after_training(run_dir: Path) -> bool:
         return bool(read_run_config(run_dir).config.get("evaluate", True))
     except ChattuneError:
         return True
-
-
-def listed_model(model: str | None, entries) -> str | None:
-    """`--model N`: the path of the Nth model `chattune models` lists (`entries()` gives the list)."""
-    from engine.model_catalog import listed_model as pick
-
-    return pick(model, entries)
 
 
 def run_command_line(argv: list[str] | None, chat) -> int:
