@@ -20,7 +20,8 @@ from engine.evaluate.runner import EvalHandle, start_evaluation
 from engine.evaluate.scorecard import summary_rows
 from engine.export.quants import DEFAULT_QUANTS, QUANTS
 from engine.export.runner import ExportHandle, start_export
-from engine.model_catalog import listed_model
+from engine.model_catalog import listed_by_child as listed_models
+from engine.model_catalog import listed_model as pick_listed
 from engine.models import resolve_model
 from engine.prompts import system_prompt, system_prompts
 from engine.runfolder import RunInfo, list_runs, read_run_config, runs_stamp
@@ -38,8 +39,8 @@ __all__ = [
     "ChatEngine", "ChattuneError", "EvalHandle", "ExportHandle", "FeedbackStore", "GenParams", "Plan", "RunInfo",
     "StoreError", "TrainConfig", "Workspace",
     "attach_run", "chat_templates", "clip", "default_engine_for", "evaluates_after_training", "guess_device",
-    "list_runs", "listed_model", "newest_adapter", "number", "open_engine", "percent", "plan_run", "render_chat",
-    "resolve_adapter", "resolve_model", "resume_run", "run_command_line", "runs_stamp", "speaker_label",
+    "list_runs", "listed_model", "listed_models", "newest_adapter", "number", "open_engine", "percent", "plan_run",
+    "render_chat", "resolve_adapter", "resolve_model", "resume_run", "run_command_line", "runs_stamp", "speaker_label",
     "start_evaluation", "start_export", "start_run", "summary_rows", "system_prompt", "system_prompts",
     "training_line", "training_run",
 ]
@@ -57,6 +58,12 @@ def evaluates_after_training(run_dir: Path) -> bool:
         return bool(read_run_config(run_dir).config.get("evaluate", True))
     except ChattuneError:
         return True
+
+
+def listed_model(model: str | None, workspace_root: Path) -> str | None:
+    """`--model N` in the app: the path of the Nth model `chattune models` lists (listed by a child);
+    any other value is left as it is."""
+    return pick_listed(model, lambda: listed_models(workspace_root))
 
 
 def run_command_line(argv: list[str] | None, chat) -> int:

@@ -13,6 +13,8 @@ import math
 import mmap
 import os
 import struct
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from engine.templates import FAMILY_TEMPLATE, TURN_TOKENS
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
 _TURN_TOKENS = {token for tokens in TURN_TOKENS.values() for token in tokens}
+LIST_TIMEOUT_S = 300  # listing by a child: the Hugging Face cache can be large
 _SKIP_DIRS = {"runs", "cache", ".git", "node_modules", "__pycache__", ".venv"}
 
 
@@ -251,6 +254,23 @@ def local_models(workspace_root: Path) -> list[ModelEntry]:
         for path in _gguf_files(folder):
             found += filter(None, [gguf_entry(path, "lm-studio", None, archs)])
     return found
+
+
+def listed_by_child(workspace_root: Path) -> list[dict]:
+    """Every model `chattune models` lists for this workspace, numbered as it numbers them (from 1), from
+    a `chattune models --json` child: reading the architectures the GGUF converter knows loads torch,
+    which the app's process never does."""
+    from engine.errors import ChattuneError
+
+    cmd = [sys.executable, "-m", "engine.cli", "--workspace", str(workspace_root), "models", "--json"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=LIST_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        entries = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        entries = None
+    if not isinstance(entries, list):
+        raise ChattuneError("could not list the models here", "run `chattune models` to see why")
+    return entries
 
 
 def listed_model(model: str | None, entries) -> str | None:

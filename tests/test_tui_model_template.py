@@ -9,13 +9,13 @@ import pytest
 from test_tui import Notices, replies, running, send, wait_until
 from textual.widgets import OptionList
 
+from engine.api import listed_model, listed_models
 from engine.engines import GenParams, open_engine
 from engine.errors import ChattuneError
 from engine.models import resolve_model
 from engine.prompts import template_override
 from tui.modals.model import ModelModal
 from tui.modals.template import TemplateModal
-from tui.models_list import listed_model, listed_models
 
 pytestmark = pytest.mark.anyio
 

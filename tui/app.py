@@ -21,6 +21,7 @@ from engine.api import (
     Workspace,
     chat_templates,
     default_engine_for,
+    listed_model,
     newest_adapter,
     open_engine,
     resolve_adapter,
@@ -38,7 +39,6 @@ from tui.modals.model import ModelModal
 from tui.modals.system_prompt import SystemPromptModal
 from tui.modals.template import AUTOMATIC, TemplateModal
 from tui.modals.train import TrainModal
-from tui.models_list import listed_model
 from tui.screens.chat import ChatScreen
 from tui.screens.compare import CompareScreen
 from tui.screens.dataset import DatasetScreen

@@ -12,8 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine.api import ChattuneError
-from tui.models_list import listed_models
+from engine.api import ChattuneError, listed_models
 
 
 class ModelModal(ModalScreen[str | None]):
