@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -17,6 +18,8 @@ from textual.widgets import DataTable, Input, Select, TextArea
 
 from engine.engines.base import GenParams
 from engine.errors import ModelNotFound
+from engine.models import resolve_model
+from engine.runfolder import fingerprint
 from engine.store import FeedbackStore, StoreError
 from tui.app import ChattuneApp, open_model
 from tui.modals.confirm import ConfirmModal
@@ -69,10 +72,13 @@ def make_app(workspace, engine=None, **kwargs) -> ChattuneApp:
 
 
 def add_gguf_run(workspace, name: str) -> None:
-    """A run folder with an adapter file: enough for resolve_adapter and the fake engine."""
+    """A run folder with an adapter file, trained (config.json says) on the embedded model the app
+    opens by default: enough for resolve_adapter, newest_adapter and the fake engine."""
     run = workspace.run_dir(name)
     run.mkdir(parents=True)
     (run / "adapter.gguf").write_bytes(b"GGUF")
+    base = {"fingerprint": fingerprint(resolve_model(None).path)}
+    (run / "config.json").write_text(json.dumps({"base": base}), encoding="utf-8")
 
 
 def replies(app) -> list[ReplyMessage]:
