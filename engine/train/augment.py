@@ -121,6 +121,17 @@ def rewordings(question: str, n: int, generate: Generate | None = None, *, seed:
     return mixed[:n]
 
 
+def first_line(reply) -> str:
+    """The text of a streamed reply (engine.engines.base.ReplyStream) up to its first line break: a
+    paraphrase is one line (_clean keeps no more), and a base model would go on to max_tokens."""
+    text = ""
+    for piece in reply:
+        text += piece
+        if "\n" in text.lstrip():
+            reply.cancel()  # the stream stops after this piece
+    return text
+
+
 def _clean(text: str) -> str:
     """A model's paraphrase without quotes, list marks or a leading label."""
     text = text.strip().splitlines()[0] if text.strip() else ""

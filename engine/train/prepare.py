@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import ChattuneError
-from engine.train.augment import rewordings
+from engine.train.augment import first_line, rewordings
 from engine.train.mix import Mix, build_mix
-from engine.train.replay import ReplayCache, base_answers, replay_prompts
+from engine.train.replay import ReplayCache, base_answers, base_reply, replay_prompts
 
 AUGMENT_FILE = "augment.jsonl"
 PARAPHRASE_TRIES = 1  # samples asked of the model per wanted rewording (the rules fill the gaps)
@@ -58,18 +58,15 @@ def sft_mix(run_dir: Path, cfg, user_rows: list[dict], open_base: Callable[[], o
         key = "paraphrase:" + hashlib.sha256(f"{n}\0{question}".encode()).hexdigest()[:24]
         if key not in cache.answers:
             tries = n * PARAPHRASE_TRIES
-            cache.answers[key] = [base().stream(paraphrase_messages(question),
-                                                GenParams(max_tokens=32, temperature=0.8, seed=seed)).collect()
+            cache.answers[key] = [first_line(base().stream(paraphrase_messages(question),
+                                                           GenParams(max_tokens=32, temperature=0.8, seed=seed)))
                                   for seed in range(tries)]
         return cache.answers[key]
 
     def answer(messages: list[dict], max_tokens: int) -> list:
-        """[the base's greedy reply, whether it ended by itself]: a reply cut at max_tokens can still
-        be distilled (the base's distributions along it are what counts), but as a plain training row
-        it would teach the adapter to stop mid-sentence, so the mix leaves it out there."""
-        reply = base().stream(messages, GenParams(max_tokens=max_tokens, temperature=0.0))
-        text = reply.collect().strip()
-        return [text, reply.finish_reason != "length"]
+        """A cut reply can be distilled, but as a plain training row it would teach the adapter to stop
+        mid-sentence, so the mix leaves it out there (and a base model's altogether: base_reply)."""
+        return base_reply(base(), messages, max_tokens)
 
     try:
         found: dict[str, list] = {}

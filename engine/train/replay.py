@@ -8,6 +8,10 @@ adapter to what the base already did everywhere else.
 The prompts ship in prompts/replay/general.jsonl and are disjoint from the forgetting check's
 prompts/eval/general.jsonl (a test fails if they overlap), so the scorecard stays honest. The
 base's answers never change, so they are cached once per base model in <workspace>/cache/replay/.
+
+A base model (one the chat gives a stand-in template) does not know the template's turns yet: it
+answers past its turn, repeating the prompt, until max_tokens. Such a reply is not an answer, so it
+is left out; and when the base ends none of its first PROBE replies, replay asks it nothing more.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from engine.prompts import prompts_dir
 REPLAY_FILE = "general.jsonl"
 CACHE_FOLDER = "replay"
 MAX_TOKENS = 48  # enough of an answer to distil; as plain rows only whole answers are used (engine.train.mix)
+PROBE = 4  # replies that show whether the base ends its turn at all
 
 
 def replay_prompts() -> list[str]:
@@ -56,16 +61,42 @@ class ReplayCache:
         write_json_atomic(self.path, {"answers": self.answers})
 
 
+def base_reply(engine, messages: list[dict], max_tokens: int) -> list:
+    """[the base's greedy reply, whether it ended by itself]. A reply cut at max_tokens can still be
+    distilled (the base's distributions along it are what counts); under a stand-in template (the
+    engine then has turn stops) it went on past its turn, and is kept as "" (left out)."""
+    from engine.engines.base import GenParams
+
+    reply = engine.stream(messages, GenParams(max_tokens=max_tokens, temperature=0.0))
+    text = reply.collect().strip()
+    ended = reply.finish_reason != "length"
+    return [text if ended or not engine.template_choice.stops else "", ended]
+
+
 def base_answers(conversations: list[list[dict]], cache: ReplayCache,
                  answer: Callable[[list[dict], int], list], progress: Callable[[str], None]) -> list[list]:
-    """[reply, whole] of the base for each conversation, from the cache where it has one."""
-    missing = [m for m in conversations if _key(m, MAX_TOKENS) not in cache.answers]
+    """[reply, whole] of the base for each conversation, from the cache where it has one; ["", False]
+    for those left out (see base_reply), and for all once the first PROBE were all left out."""
+    found: list[list] = []
+    asked = 0
     try:
-        for i, messages in enumerate(missing, 1):
-            if i == 1 or i % 10 == 0:
-                progress(f"replay: the base answers general prompts ({i}/{len(missing)}, cached for later runs)")
-            cache.answers[_key(messages, MAX_TOKENS)] = answer(messages, MAX_TOKENS)
+        for messages in conversations:
+            key = _key(messages, MAX_TOKENS)
+            if key not in cache.answers:
+                if len(found) >= PROBE and not any(text for text, _ in found):
+                    break  # a base that never ends its turn: the rest would be left out too
+                asked += 1
+                if asked == 1 or asked % 10 == 0:
+                    progress(f"replay: the base answers general prompts ({len(found) + 1}/{len(conversations)}, "
+                             "cached for later runs)")
+                cache.answers[key] = answer(messages, MAX_TOKENS)
+            found.append(cache.answers[key])
     finally:
-        if missing:
+        if asked:
             cache.save()
-    return [cache.answers[_key(m, MAX_TOKENS)] for m in conversations]
+    left_out = sum(not text and not whole for text, whole in found) + len(conversations) - len(found)
+    if left_out:
+        never = " (it ended none of its first replies, so it was asked no more)" if len(found) < len(conversations) else ""
+        progress(f"replay: {left_out} of {len(conversations)} general prompts left out: the base did not end its "
+                 f"turn{never}; a base model learns its turns from your examples first")
+    return found + [["", False]] * (len(conversations) - len(found))
