@@ -32,6 +32,7 @@ def dora_run(tmp_path_factory, tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from engine.export.chat_merge import merged_chat_side
     from engine.runfolder import EventLog
     from engine.train.recipe import convert_to_gguf
 
@@ -47,7 +48,8 @@ def dora_run(tmp_path_factory, tiny_model_dir):
             if "lora_B" in name:
                 param.mul_(20.0)
     model.save_pretrained(run_dir / PEFT_DIR, safe_serialization=True)
-    assert convert_to_gguf(run_dir / PEFT_DIR, tiny_model_dir, run_dir / GGUF_FILE, EventLog(run_dir, None)) is None
+    assert convert_to_gguf(run_dir / PEFT_DIR, tiny_model_dir, run_dir / GGUF_FILE, EventLog(run_dir, None),
+                           merged_chat_side) is None
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return workspace, [e for e in events if e["event"] == "warning"]
 

@@ -11,7 +11,8 @@ import pytest
 from run_support import start_run
 from teach import ANSWER, question_messages, random_lora
 
-from engine.evaluate.scorecard import SCORECARD_JSON, SCORECARD_MD, evaluate_run, is_current, load_scorecard
+from engine.evaluate.scorecard import evaluate_run, is_current
+from engine.scorecard_format import SCORECARD_JSON, SCORECARD_MD, load_scorecard
 from engine.store import FeedbackStore
 from engine.workspace import Workspace
 
@@ -175,7 +176,7 @@ def test_taught_adapter_beats_the_base_on_held_out_facts_and_lists_what_it_chang
     tests): held-out paraphrases score higher than the base, and the general answers it changed are named."""
     import os
 
-    from engine.evaluate.prompt_sets import general_prompts
+    from engine.prompt_sets import general_prompts
 
     workspace = Workspace.open(tmp_path / "ws")
     os.symlink(shared_workspace.cache_dir, workspace.cache_dir)  # the fp32 copy of the base is built once

@@ -5,8 +5,8 @@ import pytest
 from engine.evaluate.ab import ab_summary
 from engine.evaluate.forgetting import forgetting_report
 from engine.evaluate.heldout import HeldOutItem, heldout_items, score_heldout
-from engine.evaluate.prompt_sets import CATEGORIES, GeneralPrompt, general_prompts, general_text
 from engine.evaluate.scoring import contains_expected, equivalent, exact_match, normalise, token_f1
+from engine.prompt_sets import CATEGORIES, GeneralPrompt, general_prompts, general_text
 from engine.store import FeedbackStore
 
 
@@ -135,7 +135,7 @@ def test_evaluation_modules_load_no_model_or_ui_library():
     import subprocess
     import sys
 
-    code = ("import sys, engine.evaluate.scorecard, engine.evaluate.report, engine.commands.eval; "
+    code = ("import sys, engine.evaluate.scorecard, engine.scorecard_format, engine.commands.eval; "
             "print(' '.join(n for n in ('torch', 'transformers', 'peft', 'llama_cpp', 'textual') if n in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []

@@ -199,12 +199,12 @@ def test_events_end_with_an_error_when_the_child_dies_silently(tmp_path):
 def test_multi_gpu_launch_command_is_what_accelerate_expects(tmp_path):
     from accelerate.commands.launch import launch_command_parser
 
-    assert child_command(tmp_path, resume=True)[1:] == ["-m", "engine.train.child", str(tmp_path), "--resume"]
+    assert child_command(tmp_path, resume=True)[1:] == ["-m", "engine.jobs.train_and_evaluate", str(tmp_path), "--resume"]
     command = child_command(tmp_path, num_gpus=4)
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     args = launch_command_parser().parse_args(command[3:])
     assert args.multi_gpu and args.num_processes == 4 and args.num_machines == 1
-    assert args.module and args.training_script == "engine.train.child"
+    assert args.module and args.training_script == "engine.jobs.train_and_evaluate"
     assert args.training_script_args == [str(tmp_path)]
 
 

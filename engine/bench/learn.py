@@ -51,7 +51,7 @@ def recipes(precision: str = "auto") -> dict:
 
 
 def learn_part(ctx: Context) -> PartResult:
-    from engine.evaluate.prompt_sets import general_prompts
+    from engine.prompt_sets import general_prompts
 
     facts = load_facts(ctx.budget.learn_facts)
     general = general_prompts()[:ctx.budget.learn_general]

@@ -24,7 +24,8 @@ def register(subparsers) -> None:
 def run_eval(args) -> int:
     from rich.console import Console
 
-    from engine.evaluate.scorecard import current_ab, evaluate_run, is_current, load_scorecard
+    from engine.evaluate.scorecard import current_ab, evaluate_run, is_current
+    from engine.scorecard_format import load_scorecard
 
     workspace = Workspace.open(args.workspace)
     console = Console(highlight=False)
@@ -61,7 +62,7 @@ def runs_table(cards: list[dict]):
     from rich.table import Table
     from rich.text import Text
 
-    from engine.evaluate.report import summary_row
+    from engine.scorecard_format import summary_row
     from engine.text import number, percent
 
     # Short headers, "a→b" cells and no borders: the table fits 80 columns without cutting.
@@ -91,16 +92,8 @@ def _print_detail(console, card: dict, run_dir) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from engine.evaluate.report import (
-        ab_line,
-        change_note,
-        forgetting_line,
-        number,
-        percent,
-        perplexity_line,
-        recall_line,
-    )
-    from engine.text import clip
+    from engine.scorecard_format import ab_line, change_note, forgetting_line, perplexity_line, recall_line
+    from engine.text import clip, number, percent
 
     heldout, forgetting, verdict = card["heldout"], card["forgetting"], card["verdict"]
     console.print(Text(f"Run {card['run']}: base {card['base_model']}, {card['engine']} engine, "

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
         description="Snapshot the feedback store and train a LoRA adapter on it in a background process.\n"
                     "Values left out come from the preset, scaled to the number of examples.\n\n"
                     "Multi-GPU: --multi-gpu N runs N processes (DDP) through\n"
-                    "  accelerate launch --multi_gpu --num_processes N -m engine.train.child RUN_DIR\n"
+                    "  accelerate launch --multi_gpu --num_processes N -m engine.jobs.train_and_evaluate RUN_DIR\n"
                     "Your accelerate config (`accelerate config`) is honoured for everything else.")
     p.add_argument("--model", "-m", help="base model: a .gguf, an HF folder, a cached hub id or N, the Nth "
                    "`chattune models` lists (default: the embedded SmolLM2-135M-Instruct)")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.evaluate.prompt_sets import GeneralPrompt
 from engine.evaluate.scoring import contains_expected, equivalent, token_f1
+from engine.prompt_sets import GeneralPrompt
 
 
 def forgetting_report(prompts: list[GeneralPrompt], base: list[str], adapter: list[str],

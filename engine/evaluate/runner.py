@@ -4,7 +4,7 @@
     handle.wait()        # in a worker thread: exit status, 0 when the scorecard is written
     handle.last_line()   # what it said last (the reason, when it failed); all of it is in handle.log_path
 
-Training evaluates its run itself (engine.train.child); this is for `e` on the runs screen.
+Training evaluates its run itself (engine.jobs.train_and_evaluate); this is for `e` on the runs screen.
 """
 
 from __future__ import annotations

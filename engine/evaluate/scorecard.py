@@ -2,13 +2,14 @@
 scorecard.md in the run folder.
 
     card = evaluate_run(workspace, run_dir, progress=print)   # about a minute or two on the embedded model
-    card = load_scorecard(run_dir)                             # None before the first evaluation
     rows = summary_rows(workspace)                             # what a runs table shows (no torch imported)
+
+The files themselves (load_scorecard, write_scorecard, the markdown) are engine.scorecard_format's, which
+export and the command line read too.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -26,20 +27,15 @@ from engine.evaluate.answers import (
 from engine.evaluate.base_cache import BaseAnswers
 from engine.evaluate.forgetting import forgetting_report
 from engine.evaluate.heldout import heldout_items, score_heldout
-from engine.evaluate.prompt_sets import general_prompts, general_text
 from engine.evaluate.recall import recall_items, score_recall
-from engine.evaluate.report import scorecard_markdown, summary_row
-from engine.evaluate.run_inputs import RunInputs, read_run
 from engine.evaluate.verdict import training_verdict
-from engine.files import write_json_atomic
+from engine.prompt_sets import general_prompts, general_text
 from engine.prompts import system_prompt
+from engine.run_inputs import RunInputs, read_run
 from engine.runfolder import fingerprint
+from engine.scorecard_format import SCORECARD_MD, VERSION, load_scorecard, summary_row, write_scorecard
 from engine.store import FeedbackStore
 from engine.workspace import Workspace
-
-SCORECARD_JSON = "scorecard.json"
-SCORECARD_MD = "scorecard.md"
-VERSION = 2  # 2: the learning section (taught and reworded recall)
 
 
 def evaluate_run(workspace: Workspace, run_dir: Path, progress: Callable[[str], None] | None = None, *,
@@ -92,15 +88,6 @@ def evaluate_run(workspace: Workspace, run_dir: Path, progress: Callable[[str], 
     return card
 
 
-def load_scorecard(run_dir: Path) -> dict | None:
-    """The run's last scorecard, or None when it has none (or one from an older chattune)."""
-    try:
-        card = json.loads((Path(run_dir) / SCORECARD_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) and card.get("version") == VERSION else None
-
-
 def is_current(card: dict | None, run_dir: Path) -> bool:
     """The card describes the adapter now in the run folder (a resumed run replaces it)."""
     if card is None:
@@ -135,11 +122,6 @@ def current_ab(workspace: Workspace, run: str) -> dict:
 
 def adapter_fingerprint(run: RunInputs) -> str:
     return fingerprint(run.adapter.peft_dir or run.adapter.gguf_path)
-
-
-def write_scorecard(run_dir: Path, card: dict) -> None:
-    write_json_atomic(Path(run_dir) / SCORECARD_JSON, card)
-    (Path(run_dir) / SCORECARD_MD).write_text(scorecard_markdown(card), encoding="utf-8")
 
 
 def _answers(workspace, run: RunInputs, kind: str, items, prompts, taught, reworded, say):

@@ -106,8 +106,8 @@ def run_export(plan: ExportPlan, emit: Callable[..., dict], *, prompts: int = DE
 
 
 def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int) -> dict:
-    from engine.evaluate.run_inputs import read_run
     from engine.models import trainable_base
+    from engine.run_inputs import read_run
     from engine.workspace import Workspace
 
     workspace = Workspace(plan.workspace)
@@ -193,10 +193,9 @@ def _stages(plan: ExportPlan, report: Reporter, n_prompts: int, max_tokens: int)
         lora = inputs.adapter.gguf_path
         if lora is None:
             lora = _convert_lora(inputs, base_dir, plan.work_dir / "lora.gguf", report)
-        from engine.evaluate.report import scorecard_markdown
-        from engine.evaluate.scorecard import load_scorecard
         from engine.export.package import ollama_name, package, training_system_prompt
         from engine.runfolder import load_run, read_run_config
+        from engine.scorecard_format import load_scorecard, scorecard_markdown
 
         card = load_scorecard(plan.run_dir)
         first_checks = next(iter(results.values()))["checks"]
@@ -224,7 +223,7 @@ def _compensator(plan: ExportPlan, f16: Path, snapshot_dir: Path | None, report:
     GGUF, the names it rounded, the names widened), see engine.export.quantize. Calibrated on the run's
     training and validation conversations and the shipped general text (prompts/eval), so that the
     rounding follows both what the run taught and ordinary language."""
-    from engine.evaluate.prompt_sets import general_text
+    from engine.prompt_sets import general_text
     from engine.runfolder import read_jsonl, snapshot_file
 
     conversations = []

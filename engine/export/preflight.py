@@ -52,7 +52,7 @@ def plan_export(workspace: Workspace, run: str | None = None, quants=None, out: 
     """Check the request and make the (empty) output folder; raise ChattuneError with a hint if it cannot work."""
     chosen = parse_quants(quants)
     run_dir = pick_run(workspace, run)
-    from engine.evaluate.run_inputs import read_run
+    from engine.run_inputs import read_run
 
     read_run(run_dir)  # the base model is still there and unchanged, and the adapter exists
     out_dir = output_dir(workspace, run_dir.name, out)

@@ -1,5 +1,6 @@
-"""The training child process: `python -m engine.train.child RUN_DIR [--resume]`: it trains
-(engine.train.recipe), then evaluates the finished run (engine.evaluate) unless its config says not to.
+"""The training child process's body: it trains the run (engine.train.recipe) and then has it evaluated,
+with the evaluation it is handed. Its entry point is engine.jobs.train_and_evaluate, the one module that
+knows training, evaluation and export together.
 
 stdout carries only JSON-line events (see engine.runfolder); everything else the libraries
 print goes to RUN_DIR/train.log. SIGTERM or SIGINT cancels: the run keeps its last checkpoint.
@@ -12,30 +13,31 @@ On CPU it lowers its own priority, so the chat next to it stays responsive. Star
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import runlock
 from engine.childproc import redirect_output
 from engine.errors import ChattuneError
 from engine.runfolder import LOG_FILE, EventLog, read_run_config
 from engine.train.config import TrainConfig
-from engine.workspace import Workspace
+
+if TYPE_CHECKING:  # the recipe itself is imported once the output goes to train.log
+    from engine.train.recipe import MergedChatSide
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
 CPU_NICENESS = 10
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.train.child")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    args = parser.parse_args(argv)
-    run_dir = args.run_dir.resolve()
+def run_child(run_dir: Path, *, resume: bool, evaluate: Callable[[Path, EventLog], None],
+              merged_chat_side: MergedChatSide) -> int:
+    """Train `run_dir` (from its last checkpoint if `resume`), then `evaluate` it on rank 0 unless its
+    config says not to; `merged_chat_side` builds the chat's adapter when it cannot be a GGUF LoRA."""
     rank = int(os.environ.get("RANK", 0))
     log_path = run_dir / LOG_FILE
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 held = runlock.acquire(run_dir.parent, run_dir.name)
         config = TrainConfig.from_dict(read_run_config(run_dir).config)
         _lower_priority_on_cpu(config.device)
-        if run(run_dir, log, cancel, resume=args.resume) == "cancelled":
+        if run(run_dir, log, cancel, resume=resume, merged_chat_side=merged_chat_side) == "cancelled":
             return _cancelled_status()
         if rank == 0 and config.evaluate:
             evaluate(run_dir, log)
@@ -87,32 +89,6 @@ def _cancelled_status() -> int:
     return EXIT_CANCELLED if int(os.environ.get("WORLD_SIZE", 1)) == 1 else EXIT_DONE
 
 
-def evaluate(run_dir: Path, log: EventLog) -> None:
-    """The run's scorecard, after `done`: the adapter is already usable (and hot-swapped by the app)
-    while this runs. A failed evaluation costs the scorecard, never the run; `chattune eval` redoes it."""
-    import gc
-
-    gc.collect()  # the trainer's copy of the model goes before the evaluation loads its own
-    log.emit("status", phase="eval", message="evaluating: held-out split, forgetting check, verdict")
-    try:
-        from engine.evaluate.scorecard import SCORECARD_JSON, evaluate_run
-
-        card = evaluate_run(Workspace(run_dir.parent.parent), run_dir,
-                            progress=lambda message: log.emit("status", phase="eval", message=message))
-    except Exception as err:  # noqa: BLE001 - any failure here must leave the finished run intact
-        log.warn("eval", f"evaluation failed: {type(err).__name__}: {err}; run `chattune eval --run "
-                         f"{run_dir.name}` to try again")
-        return
-    heldout, forgetting, learning = card["heldout"], card["forgetting"], card["learning"]
-    log.emit("scorecard", path=run_dir / SCORECARD_JSON, verdict=card["verdict"]["label"],
-             reason=card["verdict"]["reason"], heldout_n=heldout["n"],
-             base_f1=heldout["base"]["f1"], adapter_f1=heldout["adapter"]["f1"],
-             taught=learning["taught"]["recalled"], taught_n=learning["taught"]["n"],
-             reworded=learning["reworded"]["recalled"], reworded_n=learning["reworded"]["n"],
-             kept=forgetting["kept"], general_n=forgetting["n"],
-             forgetting_score=forgetting["score"], elapsed_s=card["elapsed_s"])
-
-
 def _lower_priority_on_cpu(device: str) -> None:
     """Training on the CPU yields to the chat. On a GPU the CPU only feeds it, so priority stays."""
     if device == "cpu" or device == "auto" and not _cuda_visible():
@@ -133,7 +109,3 @@ def _describe(err: BaseException) -> str:
     if isinstance(err, MemoryError) or "out of memory" in text.lower():
         return f"out of memory: {text} (lower --batch-size or --max-seq-len, or use --qlora)"
     return text.splitlines()[0][:500] if text else type(err).__name__
-
-
-if __name__ == "__main__":
-    sys.exit(main())

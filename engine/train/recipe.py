@@ -3,7 +3,8 @@
 setup    decide device, precision and quantization; load the base model and the run's snapshot
 train    TRL's SFTTrainer (loss on the answer only) or DPOTrainer, with a LoRA adapter (QLoRA on
          4-bit weights); EventCallback reports progress and stops cleanly on cancel
-save     the peft adapter (safetensors) into adapter/, and its GGUF LoRA twin into adapter.gguf
+save     the peft adapter (safetensors) into adapter/, and its GGUF LoRA twin into adapter.gguf (or, when
+         it cannot be one, the merged GGUF that the caller's merged_chat_side builds)
 cleanup  checkpoints stay, so a cancelled or crashed run can resume; the store is never touched
 
 Every decision that is not in config.json (the device "auto" picked, the library versions) is
@@ -18,6 +19,7 @@ import resource
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +40,10 @@ from engine.runfolder import (
 from engine.train.config import FEW_EXAMPLES, TrainConfig
 from engine.train.data import dpo_rows, fit_to_length, sft_rows
 from engine.workspace import Workspace
+
+# (peft dir, base dir, run dir, why the GGUF LoRA failed, progress) -> the one line saying what the chat
+# loads instead. Handed in by the child's entry point: building it is export's merge, outside training.
+MergedChatSide = Callable[[Path, Path, Path, ChattuneError, Callable[[str], None]], str]
 
 
 class Cancelled(Exception):
@@ -79,7 +85,8 @@ class Runtime:
         return self.rank == 0
 
 
-def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = False) -> str:
+def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, merged_chat_side: MergedChatSide,
+        resume: bool = False) -> str:
     """Train the run in `run_dir`; returns the terminal event emitted: "done" or "cancelled"."""
     started = time.monotonic()
     run_dir = Path(run_dir)
@@ -141,7 +148,7 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, resume: bool = Fal
     if rt.main:
         log.emit("status", phase="save", message="saving the adapter")
         save_adapter(trainer.accelerator.unwrap_model(trainer.model), adapter_dir)
-        gguf_path = convert_to_gguf(adapter_dir, base_dir, run_dir / GGUF_FILE, log)
+        gguf_path = convert_to_gguf(adapter_dir, base_dir, run_dir / GGUF_FILE, log, merged_chat_side)
     runtime_s = trainer.state.log_history[-1].get("train_runtime") if trainer.state.log_history else None
     tokens_seen = trainer.state.num_input_tokens_seen
     log.emit("done", adapter=adapter_dir, gguf=gguf_path, final_loss=callback.last_loss,
@@ -403,16 +410,16 @@ def save_adapter(model, adapter_dir: Path) -> None:
     tmp.rename(adapter_dir)
 
 
-def convert_to_gguf(adapter_dir: Path, base_dir: Path, out: Path, log: EventLog) -> Path | None:
-    """The GGUF LoRA for llama.cpp; a failed conversion costs the GGUF, never the trained adapter."""
+def convert_to_gguf(adapter_dir: Path, base_dir: Path, out: Path, log: EventLog,
+                    merged_chat_side: MergedChatSide) -> Path | None:
+    """The GGUF LoRA for llama.cpp; a failed conversion costs the GGUF, never the trained adapter, and
+    never leaves the chat without it: `merged_chat_side` builds a merged GGUF instead."""
     from engine.gguf_lora import convert_peft_to_gguf
 
     log.emit("status", phase="gguf", message="converting the adapter to a GGUF LoRA")
     try:
         return convert_peft_to_gguf(adapter_dir, base_dir, out)
     except ChattuneError as err:
-        from engine.export.chat_merge import merged_chat_side  # never a dead end: a merged GGUF instead
-
         log.warn("gguf", merged_chat_side(adapter_dir, base_dir, out.parent, err,
                                           lambda message: log.emit("status", phase="gguf", message=message)))
         return None

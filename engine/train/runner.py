@@ -242,7 +242,7 @@ def resume_run(workspace: Workspace, name: str) -> RunHandle:
 def child_command(run_dir: Path, *, resume: bool = False, num_gpus: int = 1) -> list[str]:
     """The command that trains `run_dir`: the child itself, or N copies under `accelerate launch`
     (DDP, one process per GPU; rank 0 reports and saves)."""
-    tail = ["-m", "engine.train.child", str(run_dir)] + (["--resume"] if resume else [])
+    tail = ["-m", "engine.jobs.train_and_evaluate", str(run_dir)] + (["--resume"] if resume else [])
     if num_gpus <= 1:
         return [sys.executable, *tail]
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",

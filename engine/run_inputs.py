@@ -1,4 +1,5 @@
-"""What evaluation needs from a run folder: the base model, the adapter, the curves and the data."""
+"""What evaluation and export need from a finished run's folder: the base model (checked unchanged), the
+adapter, the curves and the data."""
 
 from __future__ import annotations
 

@@ -1,10 +1,33 @@
-"""The scorecard as words: a markdown summary (scorecard.md) and the one-line row the run tables show."""
+"""A run's scorecard as files and as words: scorecard.json and scorecard.md in the run folder, the
+markdown (also the export's model card) and the one-line row the run tables show. Evaluation writes
+it; export, the command line and the runs table read it."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from engine.files import write_atomic, write_json_atomic
 from engine.text import clip, number, percent
 
+SCORECARD_JSON = "scorecard.json"
+SCORECARD_MD = "scorecard.md"
+VERSION = 2  # 2: the learning section (taught and reworded recall)
 CLIP = 80  # table cells of the markdown scorecard
+
+
+def load_scorecard(run_dir: Path) -> dict | None:
+    """The run's last scorecard, or None when it has none (or one from an older chattune)."""
+    try:
+        card = json.loads((Path(run_dir) / SCORECARD_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) and card.get("version") == VERSION else None
+
+
+def write_scorecard(run_dir: Path, card: dict) -> None:
+    write_json_atomic(Path(run_dir) / SCORECARD_JSON, card)
+    write_atomic(Path(run_dir) / SCORECARD_MD, scorecard_markdown(card))
 
 
 def summary_row(card: dict, ab: dict | None = None) -> dict:
