@@ -18,6 +18,26 @@ from engine.engines.base import BASE, speaker_label
 from engine.errors import ChattuneError
 from engine.evaluate.runner import EvalHandle, start_evaluation
 from engine.evaluate.scorecard import summary_rows
+from engine.events import (
+    Cancelled,
+    Done,
+    EvalLoss,
+    Failed,
+    Scorecard,
+    Start,
+    Status,
+    Step,
+    TrainEvent,
+    TrainWarning,
+)
+from engine.export.events import (
+    ExportCancelledEvent,
+    ExportDone,
+    ExportError,
+    ExportEvent,
+    ExportStage,
+    ExportWarning,
+)
 from engine.export.quants import DEFAULT_QUANTS, QUANTS
 from engine.export.runner import ExportHandle, start_export
 from engine.model_catalog import listed_by_child as listed_models
@@ -36,8 +56,10 @@ from engine.workspace import Workspace
 
 __all__ = [
     "BASE", "DEFAULT_QUANTS", "KINDS", "METHODS", "PRESETS", "QUANTS", "SPLITS",
-    "ChatEngine", "ChattuneError", "EvalHandle", "ExportHandle", "FeedbackStore", "GenParams", "Plan", "RunInfo",
-    "StoreError", "TrainConfig", "Workspace",
+    "Cancelled", "ChatEngine", "ChattuneError", "Done", "EvalHandle", "EvalLoss", "ExportCancelledEvent", "ExportDone",
+    "ExportError", "ExportEvent", "ExportHandle", "ExportStage", "ExportWarning", "Failed", "FeedbackStore",
+    "GenParams", "Plan", "RunInfo", "Scorecard", "Start", "Status", "Step", "StoreError", "TrainConfig", "TrainEvent",
+    "TrainWarning", "Workspace",
     "attach_run", "chat_templates", "clip", "default_engine_for", "evaluates_after_training", "guess_device",
     "list_runs", "listed_model", "listed_models", "newest_adapter", "number", "open_engine", "percent", "plan_run",
     "render_chat", "resolve_adapter", "resolve_model", "resume_run", "run_command_line", "runs_stamp", "speaker_label",

@@ -1,8 +1,8 @@
 """What the training and export child processes share: their stdout carries JSON-line events only.
 
-In the child, `redirect_output` keeps stdout for events and `EventWriter` writes them. In the
-parent, `spawn_child` starts it in its own process group and `ChildHandle` follows it: events,
-cancel, wait.
+In the child, `redirect_output` keeps stdout for events and `EventWriter` writes them, each built
+from its model (engine.events). In the parent, `spawn_child` starts it in its own process group
+and `ChildHandle` follows it: typed events, cancel, wait.
 """
 
 from __future__ import annotations
@@ -18,24 +18,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-TERMINAL_EVENTS = ("done", "error", "cancelled")
+from engine.events import TERMINAL_EVENTS, Event, EventKinds
+
 SIGNIFICANT_DIGITS = 6  # a float event field keeps 6 significant digits (a decayed lr of 1e-7 stays non-zero)
 
 
 class EventWriter:
-    """Writes each event as one JSON line to `stream` (the runner's pipe) and, when `path` is given,
-    appends it there too (a run's metrics.jsonl). Callable: `emit(event, **fields)`."""
+    """Writes each event of the stream `kinds` as one JSON line to `stream` (the runner's pipe) and,
+    when `path` is given, appends it there too (a run's metrics.jsonl). Callable: `emit(event, **fields)`
+    returns the typed event; a kind or field the stream does not define raises ValueError."""
 
-    def __init__(self, stream: IO[str] | None, path: Path | None = None, enabled: bool = True):
+    def __init__(self, kinds: EventKinds, stream: IO[str] | None, path: Path | None = None, enabled: bool = True):
+        self.kinds = kinds
         self.stream = stream
         self.path = Path(path) if path is not None else None
         self.enabled = enabled  # False on the non-main ranks of a multi-GPU run
 
-    def emit(self, event: str, **fields) -> dict:
-        record = {"event": event, "t": round(time.time(), 3), **{k: clean(v) for k, v in fields.items()}}
+    def emit(self, event: str, **fields) -> Event:
+        record = self.kinds.build({"event": event, "t": round(time.time(), 3),
+                                   **{k: clean(v) for k, v in fields.items()}})
         if not self.enabled:
             return record
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        line = json.dumps(record.model_dump(mode="json", exclude_unset=True), ensure_ascii=False) + "\n"
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(line)
@@ -50,7 +54,7 @@ class EventWriter:
 
     __call__ = emit
 
-    def warn(self, kind: str, message: str) -> dict:
+    def warn(self, kind: str, message: str) -> Event:
         return self.emit("warning", kind=kind, message=message)
 
 
@@ -77,15 +81,6 @@ def redirect_output(log_path: Path):
     os.dup2(log_fd, 2)
     os.close(log_fd)
     return events
-
-
-def parse_event(line: str) -> dict | None:
-    """One event from a child's JSON line, or None for anything else (a stray print, a torn line)."""
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) and "event" in event else None
 
 
 def killed_by(code: int) -> str:
@@ -148,20 +143,22 @@ def signal_ranks(launcher_pid: int, signum: int) -> bool:
 class ChildHandle:
     """A running child. `events()` has one consumer; `cancel()` is safe from any thread."""
 
+    kinds: EventKinds  # the events its child writes
+
     def __init__(self, process: subprocess.Popen):
         self.process = process
-        self.outcome: dict | None = None  # the terminal event (done / cancelled / error), once seen
+        self.outcome: Event | None = None  # the terminal event (done / cancelled / error), once seen
 
     @property
     def log_path(self) -> Path:
         raise NotImplementedError
 
-    def events(self) -> Iterator[dict]:
+    def events(self) -> Iterator[Event]:
         for line in self.process.stdout:
-            event = parse_event(line)
+            event = self.kinds.parse(line)
             if event is None:
-                continue  # not ours: the child keeps its stdout for events, but be tolerant
-            if event["event"] in TERMINAL_EVENTS:
+                continue  # not ours, or a kind this version does not know: the child keeps its stdout for events
+            if event.event in TERMINAL_EVENTS:
                 self.outcome = event
             yield event
         code = self.process.wait()
@@ -175,7 +172,7 @@ class ChildHandle:
             self.outcome = self.silent_exit(code)
             yield self.outcome
 
-    def silent_exit(self, code: int) -> dict:
+    def silent_exit(self, code: int) -> Event:
         """The error event for a child that died without a last word (SIGKILL, the OOM killer)."""
         raise NotImplementedError
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.adapters import GGUF_FILE, PEFT_DIR, AdapterRef
 from engine.errors import ChattuneError
+from engine.events import Start
 from engine.models import ModelSpec, resolve_model
 from engine.runfolder import SNAPSHOT_DIR, fingerprint, loss_curves, read_events, read_run_config
 
@@ -53,8 +54,8 @@ def read_run(run_dir: Path) -> RunInputs:
                        counts.get(f"{method}-train", 0))
     events = read_events(run_dir)
     for event in events:
-        if event["event"] == "start" and event.get("examples") is not None:
-            inputs.examples = event["examples"]
+        if isinstance(event, Start) and event.examples is not None:
+            inputs.examples = event.examples
     curves = loss_curves(events)
     inputs.train_curve, inputs.eval_curve = curves.train, curves.eval_by_epoch
     return inputs

@@ -13,29 +13,9 @@ export, the CLI and the app read.
 Together with the base model they name, config.json and snapshot/ are all a rerun needs.
 
 The training child's events, one JSON object per line, on stdout (for the runner) and in
-metrics.jsonl (every one carries "event" and "t", the unix time):
-  status    phase ("base", "data", "load", "best", "save", "gguf", "eval"), message: what the child is busy with
-  data      what the SFT mix holds (engine.train.mix): counts such as example-train, rewording-train,
-            rewording-val, replay-train, replay-val
-  start     run, method, examples (the user's), rows (training rows with rewordings and replay),
-            val_examples (validation rows: held-out rewordings and replay), tokens (per epoch), epochs, device, quantization,
-            precision, world_size, quantized_layers, step (> 0 when resumed), max_steps,
-            trainable_params, total_params, resumed_from (checkpoint path or None)
-  step      step, max_steps, epoch, loss, lr, grad_norm, tokens_per_s, eta_s, peak_mem_mb
-            (DPO adds reward_margins, reward_accuracies)
-  epoch     step, epoch, train_loss (mean of the epoch's logged losses)
-  eval      step, epoch, eval_loss (the validation rows, after every epoch; the best epoch's adapter is kept)
-  checkpoint step, path
-  warning   kind ("few_examples", "overfitting", "too_long", "trimmed",
-            "no_checkpoint", "gguf", "eval"), message
-  done      adapter, gguf (None when the conversion failed), final_loss, eval_loss, steps,
-            tokens_per_s, elapsed_s, cpu_s (CPU seconds the child used)
-  scorecard path, verdict, reason, heldout_n, base_f1, adapter_f1, taught, taught_n, reworded,
-            reworded_n, kept, general_n, forgetting_score, elapsed_s:
-            the evaluation that follows `done` (engine.evaluate; skipped with --no-eval)
-  cancelled step, checkpoint (None when cancelled before the first one), log
-  error     message, log (and returncode when the runner wrote it for a child that died silently)
-Consumers should ignore event kinds and fields they do not know.
+metrics.jsonl: engine.events (status, data, start, step, epoch, eval, checkpoint, warning, done,
+scorecard, cancelled, error), one pydantic model per kind. Readers skip kinds and fields they do
+not know.
 """
 
 from __future__ import annotations
@@ -49,8 +29,9 @@ from typing import IO, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.adapters import GGUF_FILE, PEFT_DIR
-from engine.childproc import TERMINAL_EVENTS, EventWriter, parse_event
+from engine.childproc import EventWriter
 from engine.errors import ChattuneError
+from engine.events import TERMINAL_EVENTS, TRAINING_EVENTS, Done, EvalLoss, Failed, Start, Step, TrainEvent
 from engine.files import write_json_atomic
 from engine.models import ModelSpec, hash_ends
 from engine.runlock import holder_of
@@ -68,17 +49,17 @@ class EventLog(EventWriter):
     """The training child's events: to the runner's pipe and appended to the run's metrics.jsonl."""
 
     def __init__(self, run_dir: Path, stream: IO[str] | None, enabled: bool = True):
-        super().__init__(stream, Path(run_dir) / METRICS_FILE, enabled)
+        super().__init__(TRAINING_EVENTS, stream, Path(run_dir) / METRICS_FILE, enabled)
         self.run_dir = Path(run_dir)
 
 
-def read_events(run_dir: Path) -> list[dict]:
+def read_events(run_dir: Path) -> list[TrainEvent]:
     """Every event a run has written so far (a torn last line from a killed child is skipped)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return [event for line in lines if (event := parse_event(line))]
+    return [event for line in lines if (event := TRAINING_EVENTS.parse(line))]
 
 
 @dataclass
@@ -98,16 +79,17 @@ class Curves:
         return [(epoch, loss) for _, epoch, loss in self.evals]
 
 
-def loss_curves(events: list[dict]) -> Curves:
+def loss_curves(events: list[TrainEvent]) -> Curves:
     steps: dict[int, float] = {}
     evals: dict[int, tuple[float, float]] = {}
     step = 0
     for event in events:
-        step = event.get("step", step) if event["event"] in ("step", "eval") else step
-        if event["event"] == "step" and event.get("loss") is not None:
-            steps[step] = event["loss"]
-        elif event["event"] == "eval" and event.get("eval_loss") is not None:
-            evals[step] = (round(float(event.get("epoch") or len(evals) + 1), 3), event["eval_loss"])
+        if isinstance(event, (Step, EvalLoss)) and event.step is not None:
+            step = event.step
+        if isinstance(event, Step) and event.loss is not None:
+            steps[step] = event.loss
+        elif isinstance(event, EvalLoss) and event.eval_loss is not None:
+            evals[step] = (round(float(event.epoch or len(evals) + 1), 3), event.eval_loss)
     return Curves(sorted(steps.items()), [(s, epoch, loss) for s, (epoch, loss) in sorted(evals.items())])
 
 
@@ -306,20 +288,18 @@ def load_run(run_dir: Path) -> RunInfo:
     info.curves = loss_curves(events)
     terminal = None
     for event in events:
-        kind = event["event"]
-        if kind == "start":
+        if isinstance(event, Start):
             terminal = None  # a resumed run starts over
-            info.examples = event.get("examples", info.examples)
-            info.val_examples = event.get("val_examples", info.val_examples)
-            info.max_steps = event.get("max_steps") or info.max_steps
-        elif kind == "step":
-            info.step = event.get("step", info.step)
-            info.max_steps = event.get("max_steps") or info.max_steps
-            if event.get("loss") is not None:
-                info.final_loss = event["loss"]
-        elif kind == "eval" and event.get("eval_loss") is not None:
-            info.eval_loss = event["eval_loss"]
-        elif kind in TERMINAL_EVENTS:
+            info.examples = _given(event.examples, info.examples)
+            info.val_examples = _given(event.val_examples, info.val_examples)
+            info.max_steps = event.max_steps or info.max_steps
+        elif isinstance(event, Step):
+            info.step = _given(event.step, info.step)
+            info.max_steps = event.max_steps or info.max_steps
+            info.final_loss = _given(event.loss, info.final_loss)
+        elif isinstance(event, EvalLoss):
+            info.eval_loss = _given(event.eval_loss, info.eval_loss)
+        elif event.event in TERMINAL_EVENTS:
             terminal = event
     holder = holder_of(run_dir.parent)
     if holder is not None and holder.run == run_dir.name:
@@ -328,22 +308,27 @@ def load_run(run_dir: Path) -> RunInfo:
         info.status = "interrupted" if info.step or (run_dir / LOG_FILE).is_file() else "created"
         if info.status == "interrupted":
             info.message = f"the training process stopped without a word; see {run_dir / LOG_FILE}"
-    elif terminal["event"] == "done":
+    elif isinstance(terminal, Done):
         info.status = "done"
-        info.elapsed_s = terminal.get("elapsed_s")
-        info.final_loss = terminal.get("final_loss", info.final_loss)
-        info.eval_loss = terminal.get("eval_loss", info.eval_loss)
-    elif terminal["event"] == "cancelled":
+        info.elapsed_s = terminal.elapsed_s
+        info.final_loss = _given(terminal.final_loss, info.final_loss)
+        info.eval_loss = _given(terminal.eval_loss, info.eval_loss)
+    elif isinstance(terminal, Failed):
+        info.status = "failed"
+        info.message = terminal.message or None
+    else:
         info.status = "cancelled"
         info.message = "cancelled; resume it to continue from its last checkpoint"
-    else:
-        info.status = "failed"
-        info.message = terminal.get("message")
     if info.status == "done":
         peft, gguf = run_dir / PEFT_DIR, run_dir / GGUF_FILE
         info.adapter = peft if (peft / "adapter_config.json").is_file() else None
         info.gguf = gguf if gguf.is_file() else None
     return info
+
+
+def _given(value, fallback):
+    """An event's field when it carries one, else what was known before."""
+    return fallback if value is None else value
 
 
 def list_runs(workspace) -> list[RunInfo]:

@@ -65,7 +65,7 @@ def trained(tmp_path_factory, base_gguf):
     handle = start_run(workspace, TrainConfig(epochs=40, learning_rate=5e-3, augment=0, replay=0.0,
                                               paraphrase=False, evaluate=False), str(base_gguf), name=RUN)
     events = collect(handle)
-    assert events[-1]["event"] == "done", events[-1]
+    assert events[-1].event == "done", events[-1]
     yield workspace, engine
     engine.close()
 

@@ -16,8 +16,10 @@ import pytest
 from run_support import start_run
 from teach import random_lora
 
+from engine.childproc import EventWriter
 from engine.errors import ChattuneError
 from engine.export import preflight
+from engine.export.events import EXPORT_EVENTS
 from engine.export.modelfile import go_template, modelfile_text, turn_format
 from engine.export.pipeline import STAGES, run_export
 from engine.export.preflight import plan_export
@@ -61,10 +63,12 @@ def tiny_ws(tmp_path_factory, tiny_model_dir) -> Workspace:
 
 
 def collect():
+    """What run_export emits, built by the child's own writer (a field it does not define fails here)."""
     events = []
+    writer = EventWriter(EXPORT_EVENTS, None)
 
     def emit(event, **fields):
-        events.append({"event": event, **fields})
+        events.append(writer.emit(event, **fields))
         return events[-1]
 
     return events, emit
@@ -85,11 +89,11 @@ def tiny_export(tiny_ws):
 def test_pipeline_events_and_files(tiny_export):
     plan, events, done = tiny_export
     assert plan.out_dir == plan.workspace / "exports" / "tiny-out" and plan.quants == ("Q4_K_M", "F16")
-    assert events[0]["event"] == "start" and events[-1] is done and done["event"] == "done"
-    assert [e["stage"] for e in events if e["event"] == "stage"] == list(STAGES)
-    fractions = [e["fraction"] for e in events if e["event"] in ("stage", "progress")]
+    assert events[0].event == "start" and events[-1] is done and done.event == "done"
+    assert [e.stage for e in events if e.event == "stage"] == list(STAGES)
+    fractions = [e.fraction for e in events if e.event in ("stage", "progress")]
     assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
-    assert set(done["stages"]) == set(STAGES) and done["elapsed_s"] > 0
+    assert set(done.stages) == set(STAGES) and done.elapsed_s > 0
     out = plan.out_dir
     names = {p.name for p in out.iterdir()}
     assert {"tiny-Q4_K_M.gguf", "tiny-F16.gguf", "tiny-lora.gguf", "adapter", "Modelfile", "README.md",
@@ -97,22 +101,22 @@ def test_pipeline_events_and_files(tiny_export):
     assert ".work" not in names and not any(n.endswith(".part") for n in names)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "tiny-lora.gguf").read_bytes() == (plan.run_dir / "adapter.gguf").read_bytes()
-    assert done["ggufs"] == {"Q4_K_M": "tiny-Q4_K_M.gguf", "F16": "tiny-F16.gguf"}
-    assert {f["name"] for f in done["files"]} >= {"tiny-Q4_K_M.gguf", "tiny-lora.gguf", "Modelfile"}
+    assert done.ggufs == {"Q4_K_M": "tiny-Q4_K_M.gguf", "F16": "tiny-F16.gguf"}
+    assert {f.name for f in done.files} >= {"tiny-Q4_K_M.gguf", "tiny-lora.gguf", "Modelfile"}
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["run"] == "tiny" and manifest["quants"] == ["Q4_K_M", "F16"] and manifest["stages"]
 
 
 def test_k_quant_fallback_is_reported(tiny_export):
     _plan, events, done = tiny_export
-    warnings = [e for e in events if e["event"] == "warning" and e["kind"] == "fallback"]
-    assert len(warnings) == 1 and set(done["fallbacks"]) == {"Q4_K_M"}
-    message = warnings[0]["message"]
+    warnings = [e for e in events if e.event == "warning" and e.kind == "fallback"]
+    assert len(warnings) == 1 and set(done.fallbacks) == {"Q4_K_M"}
+    message = warnings[0].message
     assert message.startswith("Q4_K_M: ") and "not a multiple of 256" in message
     assert re.search(r"rows are [0-9/]+ values wide", message) and "q4_K -> " in message
     # Its q5_0 fallbacks were rounded with error compensation, calibrated on the run's training data.
-    compensated = done["fallbacks"]["Q4_K_M"]["compensated"]
-    assert compensated == done["fallbacks"]["Q4_K_M"]["types"]["q4_K->q5_0"] > 0
+    compensated = done.fallbacks["Q4_K_M"].compensated
+    assert compensated == done.fallbacks["Q4_K_M"].types["q4_K->q5_0"] > 0
     assert f"{compensated} of the q5_0 tensors were rounded with error compensation" in message
 
 
@@ -141,7 +145,7 @@ def test_verify_json(tiny_export):
     verify = json.loads((plan.out_dir / "verify.json").read_text())
     assert verify["source"] == "store test split" and verify["prompts"] == 3 and verify["max_tokens"] == 8
     assert verify["reference"].startswith("transformers")  # an HF base: the adapter runs in transformers
-    assert set(verify["files"]) == {"Q4_K_M", "F16"} and verify["agreement"] == done["agreement"]
+    assert set(verify["files"]) == {"Q4_K_M", "F16"} and verify["agreement"] == done.agreement
     for result in verify["files"].values():
         checks = result["checks"]
         assert checks["chat_template"] and checks["eos_stops"] and checks["end_of_turn_stops"]
@@ -151,7 +155,7 @@ def test_verify_json(tiny_export):
         # A random tiny model rambles to the limit, like its adapter: flagged, but not the export's fault.
         assert all(not item["adapter_stopped"] for item in result["not_stopping"])
         assert result["ok"] and result["problems"] == []
-    assert verify["ok"] and done["verified"]
+    assert verify["ok"] and done.verified
     # F16 is the merged adapter itself: token for token it follows the adapter more closely than Q4_K_M.
     f16, q4 = verify["files"]["F16"], verify["files"]["Q4_K_M"]
     assert f16["kl"] < q4["kl"] and f16["same_top_token"] >= q4["same_top_token"] and f16["positions"] > 0
@@ -231,10 +235,10 @@ def test_cancel_removes_the_half_made_export(tiny_ws):
     seen = []
     for event in handle.events():
         seen.append(event)
-        if event["event"] == "stage" and event["stage"] == "merge":
+        if event.event == "stage" and event.stage == "merge":
             handle.cancel()
     assert handle.wait() == 3
-    assert handle.outcome["event"] == "cancelled" and handle.outcome["stage"] in ("merge", "convert")
+    assert handle.outcome.event == "cancelled" and handle.outcome.stage in ("merge", "convert")
     assert not handle.out_dir.exists()
 
 
@@ -249,10 +253,10 @@ def test_a_killed_export_leaves_its_log_and_nothing_else(tiny_ws):
 
     handle = start_export(tiny_ws, "tiny", ["Q4_K_M"], "killed-one")
     for event in handle.events():
-        if event["event"] in ("stage", "progress") and event["stage"] == "convert":
+        if event.event in ("stage", "progress") and event.stage == "convert":
             os.kill(handle.process.pid, signal.SIGKILL)  # the child only, not its process group
     outcome = handle.outcome
-    assert outcome["event"] == "error" and "SIGKILL" in outcome["message"] and not outcome["expected"]
+    assert outcome.event == "error" and "SIGKILL" in outcome.message and not outcome.expected
     with pytest.raises(ProcessLookupError):
         os.killpg(handle.process.pid, 0)  # no process of the export is left running
     assert [p.name for p in handle.out_dir.iterdir()] == ["export.log"]
@@ -356,7 +360,7 @@ def test_quantized_base_is_never_merged_into(workspace, tiny_model_dir, tmp_path
     events, emit = collect()
     with pytest.raises(ChattuneError, match=r"has bitsandbytes weights, and merging into quantized weights"):
         run_export(plan_export(workspace, "qlora"), emit)
-    assert [e["stage"] for e in events if e["event"] == "stage"] == ["preflight"]
+    assert [e.stage for e in events if e.event == "stage"] == ["preflight"]
 
 
 def test_not_enough_disk_space(tiny_ws, monkeypatch):
@@ -367,7 +371,7 @@ def test_not_enough_disk_space(tiny_ws, monkeypatch):
     with pytest.raises(ChattuneError, match=r"not enough disk space for this export: it needs about [0-9.]+ MiB .*"
                                             r"and 5\.0 MiB is free"):
         run_export(plan, emit)
-    assert events[-1]["event"] == "error" and events[-1]["stage"] == "preflight" and events[-1]["expected"]
+    assert events[-1].event == "error" and events[-1].stage == "preflight" and events[-1].expected
     assert not plan.out_dir.exists()  # refused before writing anything
 
 

@@ -49,7 +49,7 @@ def secret_export(tmp_path_factory, taught_run):
 def test_export_is_verified_and_agrees_with_the_adapter(secret_export):
     out, events = secret_export
     done = events[-1]
-    assert done["event"] == "done" and done["verified"] and done["problems"] == []
+    assert done.event == "done" and done.verified and done.problems == []
     verify = json.loads((out / "verify.json").read_text())
     assert verify["source"] == "store test split" and verify["prompts"] == len(PARAPHRASES + HELD_OUT)
     # The yardstick is the adapter as trained: the full-precision base with the peft adapter.
@@ -63,7 +63,7 @@ def test_export_is_verified_and_agrees_with_the_adapter(secret_export):
         assert result["same_top_token"] >= 0.9 and result["positions"] > 0
     # Token by token, the 8-bit file is closer to the adapter than the 4-bit one.
     assert verify["files"]["Q8_0"]["kl"] < verify["files"]["Q4_K_M"]["kl"]
-    fallback = [e["message"] for e in events if e["event"] == "warning" and e.get("kind") == "fallback"]
+    fallback = [e.message for e in events if e.event == "warning" and e.kind == "fallback"]
     assert len(fallback) == 2 and fallback[0].startswith("Q4_K_M:") and "576 values wide" in fallback[0]
     assert "166 of the q5_0 tensors were rounded with error compensation" in fallback[0]  # all of them
     # ffn_down, which llama.cpp would keep as k-quants (lined up with the Q4_1 base), is compensated q5_0 too.

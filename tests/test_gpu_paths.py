@@ -53,7 +53,7 @@ def test_the_training_child_gets_that_environment(filled, tiny_model_dir, monkey
                    Path(f"/proc/{handle.pid}/environ").read_text().split("\0") if "=" in item)
     events = collect(handle, lambda _event, run: run.cancel())  # its first word: no need to train
     assert environ["CUDA_VISIBLE_DEVICES"] == "2"
-    assert events[-1]["event"] == "cancelled"
+    assert events[-1].event == "cancelled"
 
 
 def test_multi_gpu_asks_for_no_more_gpus_than_are_visible(filled, tiny_model_dir):
@@ -238,15 +238,15 @@ def test_cancelling_a_two_process_run_signals_the_ranks_and_keeps_the_checkpoint
                        str(tiny_model_dir), name="ddp-stop")
 
     def cancel_on_first_step(event, run):
-        if event["event"] == "step" and event["step"] == 1:
+        if event.event == "step" and event.step == 1:
             run.cancel()
 
     events = collect(handle, cancel_on_first_step)
     log = (handle.run_dir / "train.log").read_text()
     assert handle.wait() == 3, log[-3000:]
     cancelled = events[-1]
-    assert cancelled["event"] == "cancelled" and cancelled["checkpoint"], log[-3000:]
-    assert Path(cancelled["checkpoint"]).is_dir()
+    assert cancelled.event == "cancelled" and cancelled.checkpoint, log[-3000:]
+    assert Path(cancelled.checkpoint).is_dir()
     assert log.count("SIGTERM received: cancelling") == 2  # both ranks, directly
     assert "closing signal" not in log and "forcefully exiting" not in log  # the launcher killed nothing
     assert load_run(handle.run_dir).resumable

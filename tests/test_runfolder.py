@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.childproc import EventWriter
+from engine.export.events import EXPORT_EVENTS
 from engine.files import write_atomic
 from engine.runfolder import EventLog, load_run, loss_curves, read_events
 from engine.text import number, percent
@@ -37,12 +38,13 @@ def test_a_resumed_run_s_repeated_steps_replace_the_earlier_ones(tmp_path):
 
 def test_events_have_no_nan_keep_six_digits_and_reach_pipe_and_file(tmp_path):
     pipe = io.StringIO()
-    emit = EventWriter(pipe, tmp_path / "events.jsonl")
-    record = emit("step", loss=math.nan, lr=1.234567891e-7, norm=math.inf, path=tmp_path,
-                  nested={"kl": [0.123456789, math.nan]})
-    assert record["loss"] is None and record["norm"] is None and record["lr"] == 1.23457e-07
-    assert record["path"] == str(tmp_path) and record["nested"] == {"kl": [0.123457, None]}
-    assert json.loads(pipe.getvalue()) == record == json.loads((tmp_path / "events.jsonl").read_text())
+    emit = EventWriter(EXPORT_EVENTS, pipe, tmp_path / "events.jsonl")
+    record = emit("done", out=tmp_path, elapsed_s=math.inf, stages={"merge": 1.234567891e-7},
+                  fidelity={"Q4_K_M": {"kl": 0.123456789, "same_top_token": math.nan}})
+    assert record.elapsed_s is None and record.stages == {"merge": 1.23457e-07} and record.out == str(tmp_path)
+    assert record.fidelity["Q4_K_M"].kl == 0.123457 and record.fidelity["Q4_K_M"].same_top_token is None
+    line = record.model_dump(mode="json", exclude_unset=True)
+    assert json.loads(pipe.getvalue()) == line == json.loads((tmp_path / "events.jsonl").read_text())
 
 
 def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path):

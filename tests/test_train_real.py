@@ -51,20 +51,20 @@ def _score(engine, adapter: str | None) -> tuple[int, list[str]]:
 def test_facts_run_finishes_with_an_adapter_and_a_gguf(facts_run):
     workspace, handle, events, seconds = facts_run
     assert handle.wait() == 0, events[-1]
-    done = next(e for e in events if e["event"] == "done")
-    assert done["gguf"]
-    start = next(e for e in events if e["event"] == "start")
+    done = next(e for e in events if e.event == "done")
+    assert done.gguf
+    start = next(e for e in events if e.event == "start")
     n = len(FACTS) + len(GENERAL)
-    assert start["examples"] == n and start["quantization"] == "none"  # every example: none held out
-    data = next(e for e in events if e["event"] == "data")
+    assert start.examples == n and start.quantization == "none"  # every example: none held out
+    data = next(e for e in events if e.event == "data")
     assert data["example-train"] == 2 * n and data["rewording-train"] == 4 * n and data["replay-train"] > 0
-    assert start["val_examples"] == data["rewording-val"] + data["replay-val"] > 0
-    warnings = {e["kind"] for e in events if e["event"] == "warning"}
+    assert start.val_examples == data.counts["rewording-val"] + data.counts["replay-val"] > 0
+    warnings = {e.kind for e in events if e.event == "warning"}
     assert "few_examples" in warnings  # 23 < 50: the user is told
-    losses = [e["loss"] for e in events if e["event"] == "step"]
+    losses = [e.loss for e in events if e.event == "step"]
     assert losses[-1] < losses[0] / 3
-    assert len([e for e in events if e["event"] == "eval"]) == start["epochs"]
-    assert any(e["event"] == "status" and e.get("phase") == "best" for e in events)  # the best epoch is kept
+    assert len([e for e in events if e.event == "eval"]) == start.epochs
+    assert any(e.event == "status" and e.phase == "best" for e in events)  # the best epoch is kept
     print(f"[train] wall {seconds:.0f} s, run {done['elapsed_s']:.0f} s, {done['tokens_per_s']:.0f} tokens/s, "
           f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, eval {done['eval_loss']}")
 
@@ -75,18 +75,18 @@ def test_the_run_ends_with_its_scorecard(facts_run, capsys):
 
     workspace, handle, events, _ = facts_run
     card = events[-1]
-    assert card["event"] == "scorecard", events[-3:]
-    assert card["heldout_n"] == 0  # nothing pinned to test: every example was learned
-    assert card["taught_n"] == len(FACTS) + len(GENERAL) and card["taught"] >= card["taught_n"] - 2
-    assert card["reworded_n"] >= 20 and card["reworded"] >= 0.6 * card["reworded_n"]  # wordings never trained on
+    assert card.event == "scorecard", events[-3:]
+    assert card.heldout_n == 0  # nothing pinned to test: every example was learned
+    assert card.taught_n == len(FACTS) + len(GENERAL) and card.taught >= card.taught_n - 2
+    assert card.reworded_n >= 20 and card.reworded >= 0.6 * card.reworded_n  # wordings never trained on
     # General answers still the base's: `chattune bench learn` measured 30/58 with this recipe and 12/58
     # with the plain one (README, How a run learns); below 35% the replay is not doing its job.
-    assert card["kept"] >= 0.35 * card["general_n"]
-    assert card["verdict"] in ("good", "overfitting", "underfitting", "too little data")
+    assert card.kept >= 0.35 * card.general_n
+    assert card.verdict in ("good", "overfitting", "underfitting", "too little data")
     capsys.readouterr()
     assert main(["--workspace", str(workspace.root), "eval", "--run", handle.name]) == 0
     out = capsys.readouterr().out
-    assert handle.name in out and card["verdict"] in out and f"{card['taught']}/{card['taught_n']}" in out
+    assert handle.name in out and card.verdict in out and f"{card.taught}/{card.taught_n}" in out
     print(out)
 
 
@@ -103,8 +103,8 @@ def test_one_correction_and_a_run_teach_it(tmp_path_factory, shared_workspace, e
     handle = start_run(workspace, TrainConfig(evaluate=False), name="one")
     events = collect(handle)
     assert handle.wait() == 0, events[-1]
-    start = next(e for e in events if e["event"] == "start")
-    assert start["examples"] == 1 and start["rows"] > 1  # the correction, its rewordings, replay
+    start = next(e for e in events if e.event == "start")
+    assert start.examples == 1 and start.rows > 1  # the correction, its rewordings, replay
     engine = open_engine("llamacpp", embedded_spec, workspace)
     try:
         engine.load_adapter(resolve_adapter(workspace, handle.name))
@@ -189,19 +189,19 @@ def _two_steps(tmp_path_factory, shared_workspace, embedded_base, name: str, **c
 
 def test_dpo_few_steps_produce_an_adapter(tmp_path_factory, shared_workspace, embedded_base):
     handle, events = _two_steps(tmp_path_factory, shared_workspace, embedded_base, "dpo", method="dpo")
-    steps = [e for e in events if e["event"] == "step"]
+    steps = [e for e in events if e.event == "step"]
     assert len(steps) == 2 and all("reward_margins" in s for s in steps)
     assert (handle.run_dir / "adapter" / "adapter_model.safetensors").is_file()
-    assert events[-1]["event"] == "done" and events[-1]["gguf"]  # evaluate=False: done is the last word
+    assert events[-1].event == "done" and events[-1].gguf  # evaluate=False: done is the last word
 
 
 def test_qlora_on_cpu_runs_through_bitsandbytes(tmp_path_factory, shared_workspace, embedded_base):
     # The plain recipe: this checks the 4-bit mechanics, not what the default recipe mixes in.
     handle, events = _two_steps(tmp_path_factory, shared_workspace, embedded_base, "qlora", quantization="4bit",
                                 augment=0, replay=0)
-    start = next(e for e in events if e["event"] == "start")
-    assert start["quantization"] == "4bit" and start["quantized_layers"] == 30 * 7  # every projection is NF4
-    assert start["precision"] == "fp32"
-    steps = [e for e in events if e["event"] == "step"]
-    assert len(steps) == 4 and all(s["loss"] > 0 for s in steps)  # 4 facts + 3 general replies, in twos
-    assert events[-1]["event"] == "done" and (handle.run_dir / "adapter" / "adapter_config.json").is_file()
+    start = next(e for e in events if e.event == "start")
+    assert start.quantization == "4bit" and start.quantized_layers == 30 * 7  # every projection is NF4
+    assert start.precision == "fp32"
+    steps = [e for e in events if e.event == "step"]
+    assert len(steps) == 4 and all(s.loss > 0 for s in steps)  # 4 facts + 3 general replies, in twos
+    assert events[-1].event == "done" and (handle.run_dir / "adapter" / "adapter_config.json").is_file()

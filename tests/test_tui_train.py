@@ -12,6 +12,7 @@ from test_tui import Notices, running, send
 from textual.widgets import Button, Checkbox, DataTable, Input
 
 from engine import runlock
+from engine.events import TRAINING_EVENTS, Done, Scorecard, Status
 from engine.train.config import TrainConfig
 from tui.modals.export import ExportModal
 from tui.modals.train import TrainModal
@@ -292,16 +293,16 @@ async def test_events_drive_the_status_bar_and_the_verdict_toast(workspace):
                       {"event": "step", "step": 1, "max_steps": 4, "loss": 2.5, "eta_s": 90},
                       {"event": "warning", "kind": "overfitting", "message": "eval loss going up"},
                       {"event": "eval", "step": 1, "eval_loss": 2.7}):
-            trainer._on_event(handle, event)
+            trainer._on_event(handle, TRAINING_EVENTS.build(event))
         await pilot.pause()
         assert "1/4" in status_text(app) and "loss 2.5" in status_text(app) and "1m30s" in status_text(app)
         await wait_for(pilot, lambda: notices.any("overfitting", "eval loss going up"), "the notice", 10)
-        trainer._on_event(handle, {"event": "done", "adapter": str(run / "adapter"), "gguf": None})
+        trainer._on_event(handle, Done(adapter=str(run / "adapter"), gguf=None))
         await wait_for(pilot, lambda: engine.which() == "adapter r1", "the hot swap", 30)
         assert app.b_side == "r1" and "evaluating…" in status_text(app)
-        trainer._on_event(handle, {"event": "status", "phase": "eval", "message": "held-out answers"})
-        trainer._on_event(handle, {"event": "scorecard", "verdict": "overfitting", "reason": "eval loss rose",
-                                   "base_f1": 0.2, "adapter_f1": 0.5, "forgetting_score": 0.8})
+        trainer._on_event(handle, Status(phase="eval", message="held-out answers"))
+        trainer._on_event(handle, Scorecard(verdict="overfitting", reason="eval loss rose", base_f1=0.2, adapter_f1=0.5,
+                                            forgetting_score=0.8))
         trainer._ended(handle, None)
         await pilot.pause()
         await wait_for(pilot, lambda: notices.any("run r1 evaluated", "overfitting", "0.20 → 0.50", "80%"), "the notice", 10)
@@ -423,7 +424,7 @@ async def test_export_dialog_exports_a_tiny_run(workspace, tiny_model_dir, monke
         assert modal.handle is not None and modal.running
         await wait_for(pilot, lambda: modal.outcome is not None, "the export", 300)
         result = str(modal.query_one("#export-result").render())
-        assert modal.outcome["event"] == "done", result
+        assert modal.outcome.event == "done", result
         assert "Exported to" in result and "from-tui" in result and "same replies as the adapter: Q8_0 " in result
         assert (workspace.export_dir("from-tui") / "tiny-Q8_0.gguf").is_file()
         await pilot.press("escape")

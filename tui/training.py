@@ -12,8 +12,18 @@ from dataclasses import replace
 from functools import partial
 
 from engine.api import (
+    Cancelled,
     ChattuneError,
+    Done,
+    EvalLoss,
+    Failed,
+    Scorecard,
+    Start,
+    Status,
+    Step,
     TrainConfig,
+    TrainEvent,
+    TrainWarning,
     attach_run,
     evaluates_after_training,
     resolve_adapter,
@@ -102,46 +112,45 @@ class Trainer:
 
     # -- events (UI thread) --------------------------------------------------------------------------
 
-    def _on_event(self, handle, event: dict) -> None:
+    def _on_event(self, handle, event: TrainEvent) -> None:
         if handle is not self.handle:
             return
-        kind, state = event.get("event"), self.state
-        loud = event.get("t", time.time()) >= self._quiet_before
+        state = self.state
+        loud = (event.t if event.t is not None else time.time()) >= self._quiet_before
         name = handle.name
-        if kind == "status":
-            phase = PHASES.get(event.get("phase"), state.phase)
+        if isinstance(event, Status):
+            phase = PHASES.get(event.phase, state.phase)
             if state.phase == "training" and phase == "preparing":
                 phase = "training"
-            self._set(replace(state, phase=phase, message=event.get("message") or ""))
-        elif kind == "start":
-            self._set(replace(state, phase="training", step=event.get("step") or 0,
-                              max_steps=event.get("max_steps") or 0, message=""))
-        elif kind == "step":
-            self._set(replace(state, phase="training", step=event.get("step", state.step),
-                              max_steps=event.get("max_steps") or state.max_steps,
-                              loss=event.get("loss", state.loss), eta_s=event.get("eta_s"),
-                              tokens_per_s=event.get("tokens_per_s")))
-        elif kind == "eval":
-            self._set(replace(state, eval_loss=event.get("eval_loss")))
-        elif kind == "warning" and loud:
-            self.app.notify(str(event.get("message", "")), title=f"run {name}: {event.get('kind', 'warning')}",
+            self._set(replace(state, phase=phase, message=event.message))
+        elif isinstance(event, Start):
+            self._set(replace(state, phase="training", step=event.step, max_steps=event.max_steps or 0, message=""))
+        elif isinstance(event, Step):
+            self._set(replace(state, phase="training", step=state.step if event.step is None else event.step,
+                              max_steps=event.max_steps or state.max_steps,
+                              loss=state.loss if event.loss is None else event.loss, eta_s=event.eta_s,
+                              tokens_per_s=event.tokens_per_s))
+        elif isinstance(event, EvalLoss):
+            self._set(replace(state, eval_loss=event.eval_loss))
+        elif isinstance(event, TrainWarning) and loud:
+            self.app.notify(event.message, title=f"run {name}: {event.kind or 'warning'}",
                             severity="warning", timeout=15, markup=False)
-        elif kind == "done":
+        elif isinstance(event, Done):
             self._set(replace(state, phase="evaluating" if self.evaluates else "training",
                               step=state.max_steps or state.step, eta_s=0))
             self.app.hot_swap(name, announce=f"Run {name} finished: its adapter is loaded, press b to talk to it.")
-        elif kind == "scorecard" and loud:
+        elif isinstance(event, Scorecard) and loud:
             self.app.notify(scorecard_line(event), title=f"run {name} evaluated",
-                            severity="warning" if event.get("verdict") not in ("good", None) else "information",
+                            severity="warning" if event.verdict not in ("good", None) else "information",
                             timeout=20, markup=False)
-        elif kind == "cancelled":
+        elif isinstance(event, Cancelled):
             self._set(TrainingState(phase="cancelled", run=name))
             if loud:
                 self.app.notify(f"Run {name} cancelled; resume it from the runs screen (r, then R).",
                                 title="training", markup=False)
-        elif kind == "error":
-            self._set(TrainingState(phase="failed", run=name, message=str(event.get("message", ""))))
-            self.app.notify(f"{event.get('message')}\nlog: {event.get('log') or handle.log_path}",
+        elif isinstance(event, Failed):
+            self._set(TrainingState(phase="failed", run=name, message=event.message))
+            self.app.notify(f"{event.message}\nlog: {event.log or handle.log_path}",
                             title=f"run {name} failed", severity="error", timeout=60, markup=False)
 
     def _ended(self, handle, error: Exception | None) -> None:
@@ -163,13 +172,13 @@ class Trainer:
             self.app.runs_changed()
 
 
-def scorecard_line(event: dict) -> str:
+def scorecard_line(event: Scorecard) -> str:
     def f1(value) -> str:
         return "–" if value is None else f"{value:.2f}"
 
-    kept = event.get("forgetting_score")
-    return (f"verdict: {event.get('verdict')} ({event.get('reason')}); held-out F1 {f1(event.get('base_f1'))} → "
-            f"{f1(event.get('adapter_f1'))}; general answers kept: "
+    kept = event.forgetting_score
+    return (f"verdict: {event.verdict} ({event.reason}); held-out F1 {f1(event.base_f1)} → "
+            f"{f1(event.adapter_f1)}; general answers kept: "
             f"{'–' if kept is None else f'{100 * kept:.0f}%'}")
 
 

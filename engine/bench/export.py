@@ -17,6 +17,7 @@ VERIFY_TOKENS = 32
 
 
 def export_part(ctx: Context) -> PartResult:
+    from engine.export.events import ExportDone
     from engine.export.runner import start_export
 
     part = PartResult("export")
@@ -27,30 +28,30 @@ def export_part(ctx: Context) -> PartResult:
     events = list(handle.events())
     wall = time.perf_counter() - started
     handle.wait()
-    done = handle.outcome or {}
-    if done.get("event") != "done":
-        raise RuntimeError(f"the export failed: {done.get('message') or done}")
+    done = handle.outcome
+    if not isinstance(done, ExportDone):
+        raise RuntimeError(f"the export failed: {done!r}")  # the error event, with its message
 
     part.rows = [Row(f"stage: {stage}", "s", summarize([seconds]), better="lower")
-                 for stage, seconds in done["stages"].items()]
+                 for stage, seconds in done.stages.items()]
     part.rows.append(Row("whole export (process start to done)", "s", summarize([wall]), better="lower"))
     base_mb = ctx.spec.path.stat().st_size / 2**20 if ctx.spec.path.is_file() else None
     if base_mb:
         part.rows.append(Row(f"size: base model ({ctx.spec.path.name})", "MB", summarize([base_mb]), better=""))
-    for item in done["files"]:
-        if item.get("bytes") and item["name"].endswith((".gguf", "/")):
-            part.rows.append(Row(f"size: {item['name']} ({item['what']})", "MB",
-                                 summarize([item["bytes"] / 2**20]), better=""))
+    for item in done.files:
+        if item.bytes and item.name.endswith((".gguf", "/")):
+            part.rows.append(Row(f"size: {item.name} ({item.what})", "MB", summarize([item.bytes / 2**20]), better=""))
     part.ours = ("engine.export.runner.start_export (child process): preflight, merge in full precision, "
                  "convert to GGUF, quantize, verify by running the files, package")
-    part.notes = [f"quantization {', '.join(done.get('ggufs', {}))}; verify answered {VERIFY_PROMPTS} prompts "
+    part.notes = [f"quantization {', '.join(done.ggufs)}; verify answered {VERIFY_PROMPTS} prompts "
                   f"of at most {VERIFY_TOKENS} tokens with the adapter and with each GGUF "
-                  f"(agreement {done.get('agreement')}, verified {done.get('verified')})",
+                  f"(agreement {done.agreement}, verified {done.verified})",
                   "no baseline: the usual route (merge_and_unload, llama.cpp's convert script and the "
                   "compiled llama-quantize) has no single comparable command",
-                  *(fallback["message"] for fallback in (done.get("fallbacks") or {}).values())]
-    part.details = {"stages_s": done["stages"], "elapsed_s": done.get("elapsed_s"), "wall_s": wall,
-                    "files": done["files"], "agreement": done.get("agreement"), "verified": done.get("verified"),
+                  *(fallback.message for fallback in done.fallbacks.values())]
+    part.details = {"stages_s": done.stages, "elapsed_s": done.elapsed_s, "wall_s": wall,
+                    "files": [item.model_dump() for item in done.files], "agreement": done.agreement,
+                    "verified": done.verified,
                     "events": len(events)}
     return part
 
@@ -58,6 +59,7 @@ def export_part(ctx: Context) -> PartResult:
 def _finished_run(ctx: Context):
     """A scratch workspace holding one finished run trained on a few bench examples."""
     from engine.bench.examples import bench_rows
+    from engine.events import Done
     from engine.models import trainable_base
     from engine.store import FeedbackStore
     from engine.train.config import TrainConfig
@@ -80,7 +82,7 @@ def _finished_run(ctx: Context):
     for _event in handle.events():
         pass
     handle.wait()
-    outcome = handle.outcome or {}
-    if outcome.get("event") != "done":
-        raise RuntimeError(f"the training run to export failed: {outcome.get('message') or outcome}")
+    outcome = handle.outcome
+    if not isinstance(outcome, Done):
+        raise RuntimeError(f"the training run to export failed: {outcome!r}")
     return workspace, "bench"

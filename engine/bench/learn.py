@@ -99,7 +99,9 @@ def learn_part(ctx: Context) -> PartResult:
 
 
 def _train(ctx: Context, name: str, config, facts: list[dict]) -> dict:
+    from engine.events import Done, Scorecard, Start, Status
     from engine.formats import import_file
+    from engine.runfolder import read_events
     from engine.store import FeedbackStore
     from engine.train.runner import start_run
     from engine.workspace import Workspace
@@ -123,28 +125,22 @@ def _train(ctx: Context, name: str, config, facts: list[dict]) -> dict:
     adapter_s, last = None, None
     for event in handle.events():
         last = event
-        if event["event"] == "done":
+        if isinstance(event, Done):
             adapter_s = time.monotonic() - started
-        elif event["event"] == "status":
-            ctx.progress(f"learn ({name}): {event.get('message')}")
+        elif isinstance(event, Status):
+            ctx.progress(f"learn ({name}): {event.message}")
     handle.wait(timeout=60)
     if adapter_s is None:
         raise RuntimeError(f"the {name} run did not finish: {last}")
-    events = _events(handle.run_dir)
-    start = next((e for e in events if e["event"] == "start"), {})
-    done = next((e for e in events if e["event"] == "done"), {})
-    card = next((e for e in events if e["event"] == "scorecard"), {})
-    return {"workspace": workspace, "run": handle.name, "adapter_s": adapter_s, "rows": start.get("rows"),
-            "epochs": start.get("epochs"), "steps": done.get("steps"), "precision": start.get("precision"),
-            "tokens_per_s": done.get("tokens_per_s"), "train_loss": done.get("final_loss"),
-            "eval_loss": done.get("eval_loss"), "train_s": done.get("elapsed_s"),
-            "scorecard_s": card.get("elapsed_s")}
-
-
-def _events(run_dir: Path) -> list[dict]:
-    from engine.runfolder import read_events
-
-    return read_events(run_dir)
+    events = read_events(handle.run_dir)
+    start = next((e for e in events if isinstance(e, Start)), Start())
+    done = next((e for e in events if isinstance(e, Done)), Done())
+    card = next((e for e in events if isinstance(e, Scorecard)), Scorecard())
+    return {"workspace": workspace, "run": handle.name, "adapter_s": adapter_s, "rows": start.rows,
+            "epochs": start.epochs, "steps": done.steps, "precision": start.precision,
+            "tokens_per_s": done.tokens_per_s, "train_loss": done.final_loss,
+            "eval_loss": done.eval_loss, "train_s": done.elapsed_s,
+            "scorecard_s": card.elapsed_s}
 
 
 def _answers(ctx: Context, runs: dict, facts: list[dict], general) -> dict:

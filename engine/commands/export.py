@@ -11,6 +11,14 @@ from rich.markup import escape
 
 from engine.cli import positive_int
 from engine.errors import ChattuneError
+from engine.export.events import (
+    ExportCancelledEvent,
+    ExportDone,
+    ExportError,
+    ExportEvent,
+    ExportStage,
+    ExportWarning,
+)
 from engine.export.quants import DEFAULT_QUANTS, QUANTS
 from engine.export.verify import AGREEMENT_TARGET, DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
 from engine.workspace import Workspace
@@ -72,59 +80,58 @@ def follow(handle) -> int:
     try:
         with progress:
             for event in handle.events():
-                kind = event["event"]
-                if kind in ("stage", "progress"):
-                    progress.update(task, completed=event.get("fraction", 0.0), stage=event.get("stage") or "",
-                                    description=event.get("message") or "")
-                elif kind == "warning":
-                    console.print(f"[yellow]warning:[/] {escape(str(event.get('message')))}")
-                elif kind == "done":
+                if isinstance(event, ExportStage):  # a progress event is one too
+                    progress.update(task, completed=event.fraction, stage=event.stage or "",
+                                    description=event.message)
+                elif isinstance(event, ExportWarning):
+                    console.print(f"[yellow]warning:[/] {escape(event.message)}")
+                elif isinstance(event, ExportDone):
                     progress.update(task, completed=1.0, stage="done", description="")
     finally:
         signal.signal(signal.SIGINT, previous)
-    return finish(handle.outcome or {}, console)
+    return finish(handle.outcome, console)
 
 
-def finish(outcome: dict, console) -> int:
-    kind = outcome.get("event")
-    if kind == "cancelled":
+def finish(outcome: ExportEvent | None, console) -> int:
+    if isinstance(outcome, ExportCancelledEvent):
         console.print("export cancelled; nothing was kept")
         return EXIT_CANCELLED
-    if kind != "done":
-        message = outcome.get("message", "unknown error")
-        if outcome.get("expected", True):
+    if not isinstance(outcome, ExportDone):
+        failed = outcome if isinstance(outcome, ExportError) else ExportError()
+        message = failed.message or "unknown error"
+        if failed.expected:
             raise ChattuneError(f"export failed: {message}")
-        raise ChattuneError(f"export failed: {message}", f"the log is {outcome.get('log')}")
+        raise ChattuneError(f"export failed: {message}", f"the log is {failed.log}")
     show_summary(outcome, console)
-    return 0 if outcome.get("verified") else EXIT_UNVERIFIED
+    return 0 if outcome.verified else EXIT_UNVERIFIED
 
 
-def show_summary(done: dict, console) -> None:
+def show_summary(done: ExportDone, console) -> None:
     from rich.table import Table
 
     from engine.export.preflight import human_size
 
-    files = Table(title=f"exported to {done['out']}", title_justify="left")
+    files = Table(title=f"exported to {done.out}", title_justify="left")
     for column in ("file", "size", "what"):
         files.add_column(column, justify="right" if column == "size" else "left")
-    for item in done["files"]:
-        files.add_row(item["name"], human_size(item["bytes"]) if item.get("bytes") is not None else "", item["what"])
+    for item in done.files:
+        files.add_row(item.name, human_size(item.bytes) if item.bytes is not None else "", item.what)
     console.print(files)
-    stages = "  ".join(f"{name} {seconds:.1f}s" for name, seconds in done["stages"].items())
-    console.print(f"time: {done['elapsed_s']:.1f}s ({stages})")
-    for quant, rate in done["agreement"].items():
-        with_ties = done["agreement_with_ties"][quant]
+    stages = "  ".join(f"{name} {seconds:.1f}s" for name, seconds in done.stages.items())
+    console.print(f"time: {done.elapsed_s or 0:.1f}s ({stages})")
+    for quant, rate in done.agreement.items():
+        with_ties = done.agreement_with_ties[quant]
         colour = "green" if with_ties >= AGREEMENT_TARGET else "yellow"
-        close = done["fidelity"][quant]
+        close = done.fidelity[quant]
         console.print(f"{quant}: [{colour}]{rate:.0%}[/] of the verification prompts get the adapter's reply "
-                      f"({with_ties:.0%} counting near ties); same top token {close['same_top_token']:.1%}, "
-                      f"KL {close['kl']:.3f}")
-    if done["verified"]:
-        first = next(iter(done["ggufs"].values()))
+                      f"({with_ties:.0%} counting near ties); same top token {close.same_top_token:.1%}, "
+                      f"KL {close.kl:.3f}")
+    if done.verified:
+        first = next(iter(done.ggufs.values()))
         console.print("[green]verified[/]: chat template and stop token embedded, every reply stopped by itself.\n"
-                      + escape(f"try it: chattune chat --model {done['out']}/{first}   "
-                               f"or: cd {done['out']} && ollama create {done['ollama_name']} -f Modelfile"))
+                      + escape(f"try it: chattune chat --model {done.out}/{first}   "
+                               f"or: cd {done.out} && ollama create {done.ollama_name} -f Modelfile"))
     else:
-        for problem in done["problems"]:
+        for problem in done.problems:
             console.print(f"[red]problem:[/] {escape(problem)}")
-        console.print(f"[red]not verified[/]: the files are in {escape(done['out'])}, but check verify.json before using them")
+        console.print(f"[red]not verified[/]: the files are in {escape(done.out)}, but check verify.json before using them")

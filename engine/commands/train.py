@@ -9,6 +9,18 @@ import sys
 from rich.markup import escape
 
 from engine.errors import ChattuneError
+from engine.events import (
+    Cancelled,
+    Done,
+    EvalLoss,
+    Failed,
+    Scorecard,
+    Start,
+    Status,
+    Step,
+    TrainEvent,
+    TrainWarning,
+)
 from engine.train.config import DEVICES, METHODS, PRECISIONS, PRESETS, TrainConfig
 from engine.workspace import Workspace
 
@@ -146,38 +158,36 @@ def follow(handle) -> int:
                 _show(event, progress, task, console)
     finally:
         signal.signal(signal.SIGINT, previous)
-    return _finish(handle, handle.outcome or {}, console)
+    return _finish(handle, handle.outcome, console)
 
 
-def _show(event: dict, progress, task, console) -> None:
-    kind = event["event"]
-    if kind == "status":
-        progress.update(task, description=event.get("message", ""))
-    elif kind == "start":
-        progress.update(task, description="training", total=event.get("max_steps"), completed=event.get("step", 0))
-        rows = event.get("rows") or event.get("examples")
-        mixed = f" + rewordings and replay = {rows} rows" if rows != event.get("examples") else ""
-        console.print(f"{event.get('method', '').upper()} on {event.get('examples')} examples{mixed} "
-                      f"({event.get('val_examples')} validation), {event.get('device')}, "
-                      f"{'QLoRA' if event.get('quantization') == '4bit' else 'LoRA'}, {event.get('precision')}")
-    elif kind == "step":
-        info = f"loss {event['loss']:.4f}" if event.get("loss") is not None else ""
-        if event.get("tokens_per_s"):
-            info += f"  {event['tokens_per_s']:.0f} tok/s"
-        progress.update(task, completed=event["step"], total=event.get("max_steps"), info=info)
-    elif kind == "eval":
-        console.print(f"epoch {event.get('epoch', 0):.0f}: eval loss {event['eval_loss']:.4f}")
-    elif kind == "scorecard":
-        reworded = (f", other wordings {event.get('reworded')}/{event.get('reworded_n')}"
-                    if event.get("reworded_n") else "")
-        heldout = (f", held-out F1 base {_f(event.get('base_f1'))} -> adapter {_f(event.get('adapter_f1'))} "
-                   f"({event.get('heldout_n')} pinned to test)" if event.get("heldout_n") else "")
-        console.print(f"scorecard: taught {event.get('taught')}/{event.get('taught_n')}{reworded}{heldout}, "
-                      f"general answers kept {event.get('kept')}/{event.get('general_n')} "
-                      f"({_pct(event.get('forgetting_score'))}), verdict [bold]{event.get('verdict')}[/]: "
-                      f"{escape(str(event.get('reason')))}")
-    elif kind == "warning":
-        console.print(f"[yellow]warning:[/] {escape(str(event.get('message')))}")
+def _show(event: TrainEvent, progress, task, console) -> None:
+    if isinstance(event, Status):
+        progress.update(task, description=event.message)
+    elif isinstance(event, Start):
+        progress.update(task, description="training", total=event.max_steps, completed=event.step)
+        rows = event.rows or event.examples
+        mixed = f" + rewordings and replay = {rows} rows" if rows != event.examples else ""
+        console.print(f"{event.method.upper()} on {event.examples} examples{mixed} "
+                      f"({event.val_examples} validation), {event.device}, "
+                      f"{'QLoRA' if event.quantization == '4bit' else 'LoRA'}, {event.precision}")
+    elif isinstance(event, Step):
+        info = f"loss {event.loss:.4f}" if event.loss is not None else ""
+        if event.tokens_per_s:
+            info += f"  {event.tokens_per_s:.0f} tok/s"
+        progress.update(task, completed=event.step, total=event.max_steps, info=info)
+    elif isinstance(event, EvalLoss) and event.eval_loss is not None:
+        console.print(f"epoch {event.epoch or 0:.0f}: eval loss {event.eval_loss:.4f}")
+    elif isinstance(event, Scorecard):
+        reworded = f", other wordings {event.reworded}/{event.reworded_n}" if event.reworded_n else ""
+        heldout = (f", held-out F1 base {_f(event.base_f1)} -> adapter {_f(event.adapter_f1)} "
+                   f"({event.heldout_n} pinned to test)" if event.heldout_n else "")
+        console.print(f"scorecard: taught {event.taught}/{event.taught_n}{reworded}{heldout}, "
+                      f"general answers kept {event.kept}/{event.general_n} "
+                      f"({_pct(event.forgetting_score)}), verdict [bold]{event.verdict}[/]: "
+                      f"{escape(str(event.reason))}")
+    elif isinstance(event, TrainWarning):
+        console.print(f"[yellow]warning:[/] {escape(event.message)}")
 
 
 def _f(value) -> str:
@@ -188,16 +198,16 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _finish(handle, outcome: dict, console) -> int:
-    kind = outcome.get("event")
-    if kind == "done":
-        console.print(f"[green]done[/]: adapter {escape(str(outcome.get('adapter')))}")
-        if outcome.get("gguf"):
-            console.print(f"GGUF LoRA for llama.cpp: {escape(outcome['gguf'])}")
+def _finish(handle, outcome: TrainEvent | None, console) -> int:
+    if isinstance(outcome, Done):
+        console.print(f"[green]done[/]: adapter {escape(str(outcome.adapter))}")
+        if outcome.gguf:
+            console.print(f"GGUF LoRA for llama.cpp: {escape(outcome.gguf)}")
         console.print(f"chat with it: chattune --adapter {escape(handle.name)}")
         return 0
-    if kind == "cancelled":
+    if isinstance(outcome, Cancelled):
         console.print(f"cancelled. Continue with: chattune train --resume {escape(handle.name)}")
         return EXIT_CANCELLED
-    raise ChattuneError(f"training failed: {outcome.get('message', 'unknown error')}",
-                        f"the log is {outcome.get('log', handle.log_path)}")
+    failed = outcome if isinstance(outcome, Failed) else Failed()
+    raise ChattuneError(f"training failed: {failed.message or 'unknown error'}",
+                        f"the log is {failed.log or handle.log_path}")

@@ -17,6 +17,7 @@ import traceback
 
 from engine.childproc import EventWriter, redirect_output
 from engine.errors import ChattuneError
+from engine.export.events import EXPORT_EVENTS
 from engine.export.verify import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
 
 EXIT_DONE, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS)
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     args = parser.parse_args(argv)
-    emit = EventWriter(sys.stdout)
+    emit = EventWriter(EXPORT_EVENTS, sys.stdout)
 
     from engine.export.pipeline import ExportCancelled, run_export
     from engine.export.preflight import LOG_FILE, plan_export

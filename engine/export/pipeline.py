@@ -1,16 +1,8 @@
 """The export, stage by stage: preflight, merge, convert, quantize, verify, package.
 
-`run_export(plan, emit)` reports through `emit(event, **fields)` (the child turns that into JSON
-lines, adding "t", the unix time; tests collect it in a list). Events:
-  start     run, out, quants, stages
-  stage     stage, message, fraction (of the whole export, 0..1)
-  progress  stage, message, fraction
-  warning   stage, kind ("fallback", "verify", "lora", "modelfile"), message
-  done      out, files, ggufs, stages (seconds each), elapsed_s, agreement, agreement_with_ties,
-            fidelity ({quant: same_top_token, kl}), verified, problems,
-            fallbacks ({quant: {"message", "types", "tensors", ...}}), ollama_name, architecture, params, merge
-  error     stage, message, expected (False: a bug, not the user's to fix), log
-  cancelled stage
+`run_export(plan, emit)` reports through `emit(event, **fields)`: an EventWriter of the events in
+engine.export.events (start, stage, progress, warning, done, error, cancelled), which the child
+writes as JSON lines, adding "t", the unix time.
 Merged weights and the F16 intermediate live in <out>/.work/, which is removed however it ends.
 """
 
@@ -25,6 +17,7 @@ from pathlib import Path
 
 from engine.engines.base import GenParams
 from engine.errors import ChattuneError
+from engine.export.events import ExportDone, ExportEvent
 from engine.export.preflight import LOG_FILE, ExportPlan, check_base
 from engine.export.verify import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
 
@@ -39,7 +32,7 @@ class ExportCancelled(Exception):
 
 
 class Reporter:
-    def __init__(self, emit: Callable[..., dict]):
+    def __init__(self, emit: Callable[..., ExportEvent]):
         self.emit = emit
         self.current: str | None = None
         self.seconds: dict[str, float] = {}
@@ -73,8 +66,8 @@ class Reporter:
         self.emit("warning", stage=self.current, kind=kind, message=message)
 
 
-def run_export(plan: ExportPlan, emit: Callable[..., dict], *, prompts: int = DEFAULT_PROMPTS,
-               max_tokens: int = DEFAULT_MAX_TOKENS) -> dict:
+def run_export(plan: ExportPlan, emit: Callable[..., ExportEvent], *, prompts: int = DEFAULT_PROMPTS,
+               max_tokens: int = DEFAULT_MAX_TOKENS) -> ExportDone:
     """Do the export in this process; returns the done event. On failure the error (or cancelled)
     event is emitted, and the exception re-raised."""
     report = Reporter(emit)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import ChattuneError
+from engine.events import Done
 from engine.hardware import cpu_bf16_flags
 from engine.models import ModelSpec, count_parameters, resolve_model
 from engine.runfolder import list_runs, read_events, read_run_config
@@ -153,9 +154,9 @@ def measured_tokens_per_s(workspace: Workspace, spec: ModelSpec, device: str, qu
         if runtime is None or (runtime.device, runtime.quantization, runtime.precision) != \
                 (device, quantization, precision) or meta.base.path != str(spec.path):
             continue
-        done = [e for e in read_events(info.run_dir) if e["event"] == "done"]
-        if done and done[-1].get("tokens_per_s"):
-            found.append(done[-1]["tokens_per_s"])
+        done = [e for e in read_events(info.run_dir) if isinstance(e, Done)]
+        if done and done[-1].tokens_per_s:
+            found.append(done[-1].tokens_per_s)
     return statistics.median(found) if found else None
 
 

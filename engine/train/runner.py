@@ -1,7 +1,7 @@
 """Start, follow, cancel and resume training runs. No torch here: the child process does the work.
 
     handle = start_run(workspace, TrainConfig(), model_arg=None)   # snapshot the store, spawn the child
-    for event in handle.events():      # dicts from the child's JSON lines (see engine.runfolder)
+    for event in handle.events():      # typed events from the child's JSON lines (engine.events)
         ...                            # run this loop in a worker thread; it ends when the child exits
     handle.cancel()                    # from any thread: the child checkpoints, then exits
     handle.wait()                      # exit status: 0 done, 1 error, 3 cancelled, <0 killed by a signal
@@ -28,15 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from engine import __version__, runlock
-from engine.childproc import (
-    TERMINAL_EVENTS,
-    ChildHandle,
-    describe_exit,
-    parse_event,
-    signal_ranks,
-    spawn_child,
-)
+from engine.childproc import ChildHandle, describe_exit, signal_ranks, spawn_child
 from engine.errors import ChattuneError
+from engine.events import TERMINAL_EVENTS, TRAINING_EVENTS, Cancelled, Failed, TrainEvent
 from engine.hardware import check_gpu_count, child_gpu_env, visible_gpu_count
 from engine.models import resolve_model
 from engine.runfolder import (
@@ -62,6 +56,8 @@ class RunHandle(ChildHandle):
     """A running child. `events()` has one consumer; `cancel()` and `kill()` are safe from any thread.
     `cancel()` asks the child to stop: it saves a checkpoint at the next step (resume continues there)."""
 
+    kinds = TRAINING_EVENTS
+
     def __init__(self, name: str, run_dir: Path, process: subprocess.Popen, *, multi_process: bool = False):
         super().__init__(process)
         self.name = name
@@ -76,7 +72,7 @@ class RunHandle(ChildHandle):
     def log_path(self) -> Path:
         return self.run_dir / LOG_FILE
 
-    def silent_exit(self, code: int) -> dict:
+    def silent_exit(self, code: int) -> Failed:
         # Recorded in metrics.jsonl, so the run folder says "failed" from now on.
         message = describe_exit(code, "the training process", ": try --batch-size 1, a smaller --max-seq-len, or --qlora")
         return EventLog(self.run_dir, None).emit("error", message=message, log=self.log_path, returncode=code)
@@ -88,7 +84,7 @@ class RunHandle(ChildHandle):
     def wait(self, timeout: float | None = None) -> int:
         code = super().wait(timeout)
         # A multi-GPU run's ranks, and so its launcher, exit 0 on a cancel (see engine.train.child).
-        return EXIT_CODES["cancelled"] if code == 0 and (self.outcome or {}).get("event") == "cancelled" else code
+        return EXIT_CODES["cancelled"] if code == 0 and isinstance(self.outcome, Cancelled) else code
 
     def kill(self) -> None:
         """Stop at once, without a checkpoint (the last per-epoch one stays)."""
@@ -105,14 +101,14 @@ class AttachedRun:
         self.run_dir = workspace.run_dir(name)
         self.pid = pid
         self.poll_s = poll_s
-        self.outcome: dict | None = None
+        self.outcome: TrainEvent | None = None
         self._runs_dir = workspace.runs_dir
 
     @property
     def log_path(self) -> Path:
         return self.run_dir / LOG_FILE
 
-    def events(self, replay: bool = True) -> Iterator[dict]:
+    def events(self, replay: bool = True) -> Iterator[TrainEvent]:
         """The run's events, the earlier ones first when `replay`, until the child exits (after
         `done` it goes on to evaluate, so its scorecard event comes too)."""
         path = self.run_dir / METRICS_FILE
@@ -121,7 +117,7 @@ class AttachedRun:
             alive = self._running()  # checked before reading, so a last word is never missed
             offset, fresh = _read_lines(path, offset)
             for event in fresh:
-                if event["event"] in TERMINAL_EVENTS:
+                if event.event in TERMINAL_EVENTS:
                     self.outcome = event
                 yield event
             if not alive:
@@ -130,7 +126,7 @@ class AttachedRun:
                         "error", message="the training process stopped without a word", log=self.log_path)
                     yield self.outcome
                 return
-            if self.outcome is not None and self.outcome["event"] != "done":
+            if self.outcome is not None and self.outcome.event != "done":
                 return
             time.sleep(self.poll_s)
 
@@ -142,7 +138,7 @@ class AttachedRun:
         """None while the run holds the workspace lock, else its exit code as far as its events tell."""
         if self._running():
             return None
-        return EXIT_CODES.get((self.outcome or {}).get("event"), 1)
+        return EXIT_CODES[self.outcome.event] if self.outcome is not None else 1
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -178,7 +174,7 @@ def attach_run(workspace: Workspace, name: str) -> AttachedRun:
     return AttachedRun(workspace, name, holder.pid)
 
 
-def _read_lines(path: Path, offset: int) -> tuple[int, list[dict]]:
+def _read_lines(path: Path, offset: int) -> tuple[int, list[TrainEvent]]:
     """Complete JSON lines after `offset` (a half-written last line waits for the next call)."""
     if not path.is_file():
         return offset, []
@@ -186,7 +182,8 @@ def _read_lines(path: Path, offset: int) -> tuple[int, list[dict]]:
         fh.seek(offset)
         data = fh.read()
     complete = data[: data.rfind(b"\n") + 1]
-    events = [e for line in complete.decode("utf-8", errors="replace").splitlines() if (e := parse_event(line))]
+    events = [e for line in complete.decode("utf-8", errors="replace").splitlines()
+              if (e := TRAINING_EVENTS.parse(line))]
     return offset + len(complete), events
 
 

@@ -12,7 +12,19 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, ProgressBar, Select, Static
 
-from engine.api import DEFAULT_QUANTS, QUANTS, ChattuneError, list_runs, start_export
+from engine.api import (
+    DEFAULT_QUANTS,
+    QUANTS,
+    ChattuneError,
+    ExportCancelledEvent,
+    ExportDone,
+    ExportError,
+    ExportEvent,
+    ExportStage,
+    ExportWarning,
+    list_runs,
+    start_export,
+)
 from tui.background import follow
 from tui.modals.confirm import ConfirmModal
 
@@ -51,7 +63,7 @@ class ExportModal(ModalScreen[None]):
         self.runs = finished_runs(workspace)
         self.run = run if run is not None else (self.runs[0] if self.runs else None)
         self.handle = None
-        self.outcome: dict | None = None  # the terminal event
+        self.outcome: ExportEvent | None = None  # the terminal event
         self.warnings: list[str] = []
 
     @property
@@ -144,39 +156,36 @@ class ExportModal(ModalScreen[None]):
 
     # -- following (UI thread) ---------------------------------------------------------------------
 
-    def _on_event(self, handle, event: dict) -> None:
-        kind = event.get("event")
-        if kind in ("stage", "progress"):
-            self.query_one("#export-progress", ProgressBar).update(progress=event.get("fraction") or 0)
-            self.query_one("#export-stage", Static).update(Text(
-                f"{event.get('stage')}: {event.get('message') or ''}", style="italic"))
-        elif kind == "warning":
-            self.warnings.append(str(event.get("message", "")))
-        elif kind == "done":
+    def _on_event(self, handle, event: ExportEvent) -> None:
+        if isinstance(event, ExportStage):  # a progress event is one too
+            self.query_one("#export-progress", ProgressBar).update(progress=event.fraction)
+            self.query_one("#export-stage", Static).update(Text(f"{event.stage}: {event.message}", style="italic"))
+        elif isinstance(event, ExportWarning):
+            self.warnings.append(event.message)
+        elif isinstance(event, ExportDone):
             self.outcome = event
             self.query_one("#export-progress", ProgressBar).update(progress=1.0)
             self.query_one("#export-stage", Static).update("")
-            agreement = event.get("agreement")
             text = Text("Exported to ", style="bold green")
-            text.append(str(event.get("out")), style="bold")
-            text.append(f"\n{', '.join((event.get('ggufs') or {}).values())}")
-            text.append("\nverify: " + agreement_line(agreement, event.get("agreement_with_ties"))
-                        + (" ✓" if event.get("verified") else " (see verify.json)"))
-            for problem in (event.get("problems") or [])[:3]:
+            text.append(event.out, style="bold")
+            text.append(f"\n{', '.join(event.ggufs.values())}")
+            text.append("\nverify: " + agreement_line(event.agreement, event.agreement_with_ties)
+                        + (" ✓" if event.verified else " (see verify.json)"))
+            for problem in event.problems[:3]:
                 text.append(f"\n⚠ {problem}", style="yellow")
             self._result(text)
-            self.app.notify(f"Exported to {event.get('out')}", title="export done", markup=False)
-        elif kind == "error":
+            self.app.notify(f"Exported to {event.out}", title="export done", markup=False)
+        elif isinstance(event, ExportError):
             self.outcome = event
-            self._result(Text(f"Export failed ({event.get('stage') or 'start'}): {event.get('message')}\n"
-                              f"log: {event.get('log') or handle.log_path}", style="bold red"))
-        elif kind == "cancelled":
+            self._result(Text(f"Export failed ({event.stage or 'start'}): {event.message}\n"
+                              f"log: {event.log or handle.log_path}", style="bold red"))
+        elif isinstance(event, ExportCancelledEvent):
             self.outcome = event
             self._result(Text("Export cancelled; its folder was removed.", style="yellow"))
 
     def _ended(self, handle, error: Exception | None) -> None:
         if error is not None:
-            self.outcome = self.outcome or {"event": "error", "message": str(error)}
+            self.outcome = self.outcome or ExportError(message=str(error))
             self._result(Text(f"{type(error).__name__}: {error}\nlog: {handle.log_path}", style="bold red"))
         for widget in self.query("#export-dialog Select, #export-dialog Checkbox, #export-dialog Input, "
                                  "#export-start"):
