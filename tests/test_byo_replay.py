@@ -125,7 +125,9 @@ def test_a_base_model_trains_with_nothing_but_its_path(base_gguf, tmp_path):
     with FeedbackStore(workspace.db_path) as store:
         store.add_feedback("corrected", [{"role": "user", "content": QUESTIONS[0]}], "Orvik Orvik Orvik",
                            correction="The keeper of the Port Ellis lighthouse.")
-    events = collect(start_run(workspace, TrainConfig(), str(base_gguf)))
+    handle = start_run(workspace, TrainConfig(), str(base_gguf))
+    collect(handle)
+    events = [json.loads(line) for line in (handle.run_dir / "metrics.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]
     assert "done" in kinds and kinds[-1] == "scorecard", events[-1]  # trained, then scored
     assert any("left out" in e.get("message", "") for e in events if e["event"] == "status")
