@@ -78,6 +78,16 @@ async def test_m_loads_another_model_from_the_models_list(workspace, tiny_gguf, 
         assert app.model_arg == str(places) and "other-model" in app.model_label
         view = await send(pilot, "Hello again")
         assert view.reply.finish in ("stop", "length") and len(replies(app)) == 2
+        # Back to the embedded model, listed first: opened as with no --model at all.
+        other = app.engine
+        await pilot.press("tab", "m")
+        modal = app.screen
+        await wait_until(pilot, lambda: modal.entries, "the models list")
+        modal.query_one(OptionList).highlighted = next(i for i, e in enumerate(modal.entries)
+                                                       if e["source"] == "embedded")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.engine is not None and app.engine is not other, "the embedded model")
+        assert app.model_arg is None and "SmolLM2" in app.model_label, app.model_label
     app.engine.close()
 
 

@@ -293,10 +293,10 @@ class ChattuneApp(App):
         self.push_screen(ModelModal(self.workspace.root, self.model_arg), self._model_chosen)
 
     def _model_chosen(self, path: str | None) -> None:
-        if path is not None:
-            self.run_worker(self.switch_model(path), name="switch-model", group="switch-model")
+        if path is not None:  # "": the embedded model, as with no --model
+            self.run_worker(self.switch_model(path or None), name="switch-model", group="switch-model")
 
-    async def switch_model(self, model: str) -> None:
+    async def switch_model(self, model: str | None) -> None:
         """Load `model` in place of the chat's model. Its template is chosen afresh, and the adapters
         of the last model stay behind (the next `b` loads this model's newest)."""
         for generation in list(self.generations):

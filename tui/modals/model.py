@@ -56,7 +56,9 @@ class ModelModal(ModalScreen[str | None]):
         options.highlighted = next((i for i, e in enumerate(entries) if self._is_current(e)), 0)
 
     def _is_current(self, entry: dict) -> bool:
-        return self.current is not None and Path(entry["path"]) == Path(self.current)
+        if self.current is None:
+            return entry["source"] == "embedded"
+        return Path(entry["path"]) == Path(self.current)
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         e = self.entries[int(event.option.id)]
@@ -70,7 +72,9 @@ class ModelModal(ModalScreen[str | None]):
         self.query_one("#model-detail", Static).update(detail)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.entries[int(event.option.id)]["path"])
+        # "" for the embedded model: the app then opens it as it does with no --model (None is cancel).
+        entry = self.entries[int(event.option.id)]
+        self.dismiss("" if entry["source"] == "embedded" else entry["path"])
 
     def action_cancel(self) -> None:
         self.dismiss(None)
