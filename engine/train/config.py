@@ -115,8 +115,8 @@ class TrainConfig(BaseModel):
     quantization: Quantization = _setting("auto", f"one of {', '.join(QUANTIZATIONS)}")
     device: Device = _setting("auto", f"one of {', '.join(DEVICES)}")  # auto: cuda when torch sees a GPU
     # Compute precision. auto: bf16 on CUDA (fp16 below compute capability 8.0); bf16 on a CPU with
-    # AMX/AVX512-BF16 (`bench train`: 1.07x fp32's tokens/s on SmolLM2-135M, the same learning in
-    # `bench learn`), fp32 on other CPUs.
+    # AMX/AVX512-BF16 (`bench train`: 1.5x fp32's tokens/s on SmolLM2-135M, the base held in bf16;
+    # the same learning in `bench learn`), fp32 on other CPUs.
     precision: Precision = _setting("auto", f"one of {', '.join(PRECISIONS)}")
     # a chat-template override from prompts/templates/, as in the chat
     template: str | None = _setting(None, "a template name from prompts/templates/")
