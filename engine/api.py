@@ -1,15 +1,18 @@
 """The engine as the app (tui/) sees it: the one module it imports.
 
 The workspace and its feedback store, the models and chat engines, system prompts and chat
-templates, training runs, evaluation and export. Everything here is cheap to import (no torch, no
-llama_cpp: those load in the engines and the child processes), and the layers contract in
-pyproject.toml (checked by tests/test_layers.py) keeps the app from reaching past it.
+templates, training runs, evaluation and export; the child processes' events, typed, as the
+modules `training_events` and `export_events` (one pydantic model per kind). Everything here is
+cheap to import (no torch, no llama_cpp: those load in the engines and the child processes), and
+the layers contract in pyproject.toml (checked by tests/test_layers.py) keeps the app from reaching
+past it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from engine import events as training_events
 from engine import runlock
 from engine.adapters import newest_adapter, resolve_adapter
 from engine.doctor import training_line
@@ -18,26 +21,7 @@ from engine.engines.base import BASE, speaker_label
 from engine.errors import ChattuneError
 from engine.evaluate.runner import EvalHandle, start_evaluation
 from engine.evaluate.scorecard import summary_rows
-from engine.events import (
-    Cancelled,
-    Done,
-    EvalLoss,
-    Failed,
-    Scorecard,
-    Start,
-    Status,
-    Step,
-    TrainEvent,
-    TrainWarning,
-)
-from engine.export.events import (
-    ExportCancelledEvent,
-    ExportDone,
-    ExportError,
-    ExportEvent,
-    ExportStage,
-    ExportWarning,
-)
+from engine.export import events as export_events
 from engine.export.quants import DEFAULT_QUANTS, QUANTS
 from engine.export.runner import ExportHandle, start_export
 from engine.model_catalog import listed_by_child as listed_models
@@ -56,15 +40,14 @@ from engine.workspace import Workspace
 
 __all__ = [
     "BASE", "DEFAULT_QUANTS", "KINDS", "METHODS", "PRESETS", "QUANTS", "SPLITS",
-    "Cancelled", "ChatEngine", "ChattuneError", "Done", "EvalHandle", "EvalLoss", "ExportCancelledEvent", "ExportDone",
-    "ExportError", "ExportEvent", "ExportHandle", "ExportStage", "ExportWarning", "Failed", "FeedbackStore",
-    "GenParams", "Plan", "RunInfo", "Scorecard", "Start", "Status", "Step", "StoreError", "TrainConfig", "TrainEvent",
-    "TrainWarning", "Workspace",
-    "attach_run", "chat_templates", "clip", "default_engine_for", "evaluates_after_training", "guess_device",
+    "ChatEngine", "ChattuneError", "EvalHandle", "ExportHandle", "FeedbackStore", "GenParams", "Plan", "RunInfo",
+    "StoreError", "TrainConfig", "Workspace",
+    "attach_run", "chat_templates", "clip", "default_engine_for", "evaluates_after_training", "export_events",
+    "guess_device",
     "list_runs", "listed_model", "listed_models", "newest_adapter", "number", "open_engine", "percent", "plan_run",
     "render_chat", "resolve_adapter", "resolve_model", "resume_run", "run_command_line", "runs_stamp", "speaker_label",
     "start_evaluation", "start_export", "start_run", "summary_rows", "system_prompt", "system_prompts",
-    "training_line", "training_run",
+    "training_events", "training_line", "training_run",
 ]
 
 

@@ -12,23 +12,14 @@ from dataclasses import replace
 from functools import partial
 
 from engine.api import (
-    Cancelled,
     ChattuneError,
-    Done,
-    EvalLoss,
-    Failed,
-    Scorecard,
-    Start,
-    Status,
-    Step,
     TrainConfig,
-    TrainEvent,
-    TrainWarning,
     attach_run,
     evaluates_after_training,
     resolve_adapter,
     resume_run,
     start_run,
+    training_events,
     training_run,
 )
 from tui.background import follow
@@ -112,43 +103,43 @@ class Trainer:
 
     # -- events (UI thread) --------------------------------------------------------------------------
 
-    def _on_event(self, handle, event: TrainEvent) -> None:
+    def _on_event(self, handle, event: training_events.TrainEvent) -> None:
         if handle is not self.handle:
             return
         state = self.state
         loud = (event.t if event.t is not None else time.time()) >= self._quiet_before
         name = handle.name
-        if isinstance(event, Status):
+        if isinstance(event, training_events.Status):
             phase = PHASES.get(event.phase, state.phase)
             if state.phase == "training" and phase == "preparing":
                 phase = "training"
             self._set(replace(state, phase=phase, message=event.message))
-        elif isinstance(event, Start):
+        elif isinstance(event, training_events.Start):
             self._set(replace(state, phase="training", step=event.step, max_steps=event.max_steps or 0, message=""))
-        elif isinstance(event, Step):
+        elif isinstance(event, training_events.Step):
             self._set(replace(state, phase="training", step=state.step if event.step is None else event.step,
                               max_steps=event.max_steps or state.max_steps,
                               loss=state.loss if event.loss is None else event.loss, eta_s=event.eta_s,
                               tokens_per_s=event.tokens_per_s))
-        elif isinstance(event, EvalLoss):
+        elif isinstance(event, training_events.EvalLoss):
             self._set(replace(state, eval_loss=event.eval_loss))
-        elif isinstance(event, TrainWarning) and loud:
+        elif isinstance(event, training_events.TrainWarning) and loud:
             self.app.notify(event.message, title=f"run {name}: {event.kind or 'warning'}",
                             severity="warning", timeout=15, markup=False)
-        elif isinstance(event, Done):
+        elif isinstance(event, training_events.Done):
             self._set(replace(state, phase="evaluating" if self.evaluates else "training",
                               step=state.max_steps or state.step, eta_s=0))
             self.app.hot_swap(name, announce=f"Run {name} finished: its adapter is loaded, press b to talk to it.")
-        elif isinstance(event, Scorecard) and loud:
+        elif isinstance(event, training_events.Scorecard) and loud:
             self.app.notify(scorecard_line(event), title=f"run {name} evaluated",
                             severity="warning" if event.verdict not in ("good", None) else "information",
                             timeout=20, markup=False)
-        elif isinstance(event, Cancelled):
+        elif isinstance(event, training_events.Cancelled):
             self._set(TrainingState(phase="cancelled", run=name))
             if loud:
                 self.app.notify(f"Run {name} cancelled; resume it from the runs screen (r, then R).",
                                 title="training", markup=False)
-        elif isinstance(event, Failed):
+        elif isinstance(event, training_events.Failed):
             self._set(TrainingState(phase="failed", run=name, message=event.message))
             self.app.notify(f"{event.message}\nlog: {event.log or handle.log_path}",
                             title=f"run {name} failed", severity="error", timeout=60, markup=False)
@@ -172,7 +163,7 @@ class Trainer:
             self.app.runs_changed()
 
 
-def scorecard_line(event: Scorecard) -> str:
+def scorecard_line(event: training_events.Scorecard) -> str:
     def f1(value) -> str:
         return "–" if value is None else f"{value:.2f}"
 

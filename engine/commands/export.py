@@ -11,14 +11,7 @@ from rich.markup import escape
 
 from engine.cli import positive_int
 from engine.errors import ChattuneError
-from engine.export.events import (
-    ExportCancelledEvent,
-    ExportDone,
-    ExportError,
-    ExportEvent,
-    ExportStage,
-    ExportWarning,
-)
+from engine.export import events as export_events
 from engine.export.quants import DEFAULT_QUANTS, QUANTS
 from engine.export.verify import AGREEMENT_TARGET, DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS
 from engine.workspace import Workspace
@@ -80,24 +73,24 @@ def follow(handle) -> int:
     try:
         with progress:
             for event in handle.events():
-                if isinstance(event, ExportStage):  # a progress event is one too
+                if isinstance(event, export_events.ExportStage):  # a progress event is one too
                     progress.update(task, completed=event.fraction, stage=event.stage or "",
                                     description=event.message)
-                elif isinstance(event, ExportWarning):
+                elif isinstance(event, export_events.ExportWarning):
                     console.print(f"[yellow]warning:[/] {escape(event.message)}")
-                elif isinstance(event, ExportDone):
+                elif isinstance(event, export_events.ExportDone):
                     progress.update(task, completed=1.0, stage="done", description="")
     finally:
         signal.signal(signal.SIGINT, previous)
     return finish(handle.outcome, console)
 
 
-def finish(outcome: ExportEvent | None, console) -> int:
-    if isinstance(outcome, ExportCancelledEvent):
+def finish(outcome: export_events.ExportEvent | None, console) -> int:
+    if isinstance(outcome, export_events.ExportCancelledEvent):
         console.print("export cancelled; nothing was kept")
         return EXIT_CANCELLED
-    if not isinstance(outcome, ExportDone):
-        failed = outcome if isinstance(outcome, ExportError) else ExportError()
+    if not isinstance(outcome, export_events.ExportDone):
+        failed = outcome if isinstance(outcome, export_events.ExportError) else export_events.ExportError()
         message = failed.message or "unknown error"
         if failed.expected:
             raise ChattuneError(f"export failed: {message}")
@@ -106,7 +99,7 @@ def finish(outcome: ExportEvent | None, console) -> int:
     return 0 if outcome.verified else EXIT_UNVERIFIED
 
 
-def show_summary(done: ExportDone, console) -> None:
+def show_summary(done: export_events.ExportDone, console) -> None:
     from rich.table import Table
 
     from engine.export.preflight import human_size

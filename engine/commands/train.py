@@ -8,19 +8,8 @@ import sys
 
 from rich.markup import escape
 
+from engine import events as training_events
 from engine.errors import ChattuneError
-from engine.events import (
-    Cancelled,
-    Done,
-    EvalLoss,
-    Failed,
-    Scorecard,
-    Start,
-    Status,
-    Step,
-    TrainEvent,
-    TrainWarning,
-)
 from engine.train.config import DEVICES, METHODS, PRECISIONS, PRESETS, TrainConfig
 from engine.workspace import Workspace
 
@@ -161,24 +150,24 @@ def follow(handle) -> int:
     return _finish(handle, handle.outcome, console)
 
 
-def _show(event: TrainEvent, progress, task, console) -> None:
-    if isinstance(event, Status):
+def _show(event: training_events.TrainEvent, progress, task, console) -> None:
+    if isinstance(event, training_events.Status):
         progress.update(task, description=event.message)
-    elif isinstance(event, Start):
+    elif isinstance(event, training_events.Start):
         progress.update(task, description="training", total=event.max_steps, completed=event.step)
         rows = event.rows or event.examples
         mixed = f" + rewordings and replay = {rows} rows" if rows != event.examples else ""
         console.print(f"{event.method.upper()} on {event.examples} examples{mixed} "
                       f"({event.val_examples} validation), {event.device}, "
                       f"{'QLoRA' if event.quantization == '4bit' else 'LoRA'}, {event.precision}")
-    elif isinstance(event, Step):
+    elif isinstance(event, training_events.Step):
         info = f"loss {event.loss:.4f}" if event.loss is not None else ""
         if event.tokens_per_s:
             info += f"  {event.tokens_per_s:.0f} tok/s"
         progress.update(task, completed=event.step, total=event.max_steps, info=info)
-    elif isinstance(event, EvalLoss) and event.eval_loss is not None:
+    elif isinstance(event, training_events.EvalLoss) and event.eval_loss is not None:
         console.print(f"epoch {event.epoch or 0:.0f}: eval loss {event.eval_loss:.4f}")
-    elif isinstance(event, Scorecard):
+    elif isinstance(event, training_events.Scorecard):
         reworded = f", other wordings {event.reworded}/{event.reworded_n}" if event.reworded_n else ""
         heldout = (f", held-out F1 base {_f(event.base_f1)} -> adapter {_f(event.adapter_f1)} "
                    f"({event.heldout_n} pinned to test)" if event.heldout_n else "")
@@ -186,7 +175,7 @@ def _show(event: TrainEvent, progress, task, console) -> None:
                       f"general answers kept {event.kept}/{event.general_n} "
                       f"({_pct(event.forgetting_score)}), verdict [bold]{event.verdict}[/]: "
                       f"{escape(str(event.reason))}")
-    elif isinstance(event, TrainWarning):
+    elif isinstance(event, training_events.TrainWarning):
         console.print(f"[yellow]warning:[/] {escape(event.message)}")
 
 
@@ -198,16 +187,16 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _finish(handle, outcome: TrainEvent | None, console) -> int:
-    if isinstance(outcome, Done):
+def _finish(handle, outcome: training_events.TrainEvent | None, console) -> int:
+    if isinstance(outcome, training_events.Done):
         console.print(f"[green]done[/]: adapter {escape(str(outcome.adapter))}")
         if outcome.gguf:
             console.print(f"GGUF LoRA for llama.cpp: {escape(outcome.gguf)}")
         console.print(f"chat with it: chattune --adapter {escape(handle.name)}")
         return 0
-    if isinstance(outcome, Cancelled):
+    if isinstance(outcome, training_events.Cancelled):
         console.print(f"cancelled. Continue with: chattune train --resume {escape(handle.name)}")
         return EXIT_CANCELLED
-    failed = outcome if isinstance(outcome, Failed) else Failed()
+    failed = outcome if isinstance(outcome, training_events.Failed) else training_events.Failed()
     raise ChattuneError(f"training failed: {failed.message or 'unknown error'}",
                         f"the log is {failed.log or handle.log_path}")

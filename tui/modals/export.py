@@ -16,12 +16,7 @@ from engine.api import (
     DEFAULT_QUANTS,
     QUANTS,
     ChattuneError,
-    ExportCancelledEvent,
-    ExportDone,
-    ExportError,
-    ExportEvent,
-    ExportStage,
-    ExportWarning,
+    export_events,
     list_runs,
     start_export,
 )
@@ -63,7 +58,7 @@ class ExportModal(ModalScreen[None]):
         self.runs = finished_runs(workspace)
         self.run = run if run is not None else (self.runs[0] if self.runs else None)
         self.handle = None
-        self.outcome: ExportEvent | None = None  # the terminal event
+        self.outcome: export_events.ExportEvent | None = None  # the terminal event
         self.warnings: list[str] = []
 
     @property
@@ -156,13 +151,13 @@ class ExportModal(ModalScreen[None]):
 
     # -- following (UI thread) ---------------------------------------------------------------------
 
-    def _on_event(self, handle, event: ExportEvent) -> None:
-        if isinstance(event, ExportStage):  # a progress event is one too
+    def _on_event(self, handle, event: export_events.ExportEvent) -> None:
+        if isinstance(event, export_events.ExportStage):  # a progress event is one too
             self.query_one("#export-progress", ProgressBar).update(progress=event.fraction)
             self.query_one("#export-stage", Static).update(Text(f"{event.stage}: {event.message}", style="italic"))
-        elif isinstance(event, ExportWarning):
+        elif isinstance(event, export_events.ExportWarning):
             self.warnings.append(event.message)
-        elif isinstance(event, ExportDone):
+        elif isinstance(event, export_events.ExportDone):
             self.outcome = event
             self.query_one("#export-progress", ProgressBar).update(progress=1.0)
             self.query_one("#export-stage", Static).update("")
@@ -175,17 +170,17 @@ class ExportModal(ModalScreen[None]):
                 text.append(f"\n⚠ {problem}", style="yellow")
             self._result(text)
             self.app.notify(f"Exported to {event.out}", title="export done", markup=False)
-        elif isinstance(event, ExportError):
+        elif isinstance(event, export_events.ExportError):
             self.outcome = event
             self._result(Text(f"Export failed ({event.stage or 'start'}): {event.message}\n"
                               f"log: {event.log or handle.log_path}", style="bold red"))
-        elif isinstance(event, ExportCancelledEvent):
+        elif isinstance(event, export_events.ExportCancelledEvent):
             self.outcome = event
             self._result(Text("Export cancelled; its folder was removed.", style="yellow"))
 
     def _ended(self, handle, error: Exception | None) -> None:
         if error is not None:
-            self.outcome = self.outcome or ExportError(message=str(error))
+            self.outcome = self.outcome or export_events.ExportError(message=str(error))
             self._result(Text(f"{type(error).__name__}: {error}\nlog: {handle.log_path}", style="bold red"))
         for widget in self.query("#export-dialog Select, #export-dialog Checkbox, #export-dialog Input, "
                                  "#export-start"):
