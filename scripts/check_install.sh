@@ -35,7 +35,7 @@ fail() { echo "check-install: $*" >&2; exit 1; }
 "$chattune" --help >/dev/null
 where=$("$work/venv/bin/python" -c "import engine, prompts; print(engine.__file__, prompts.__file__)")
 case "$where" in "$work/venv/"*" $work/venv/"*) ;; *) fail "chattune was imported from $where, not the venv" ;; esac
-"$work/venv/bin/python" -c "from engine.evaluate.prompt_sets import general_prompts; assert len(general_prompts()) >= 50"
+"$work/venv/bin/python" -c "from engine.prompt_sets import general_prompts; assert len(general_prompts()) >= 50"
 
 "$chattune" ask "What is the capital of France?" >answer.txt 2>ask.err \
   || fail "chattune ask failed: $(cat ask.err)"
