@@ -57,16 +57,17 @@ def test_facts_run_finishes_with_an_adapter_and_a_gguf(facts_run):
     n = len(FACTS) + len(GENERAL)
     assert start.examples == n and start.quantization == "none"  # every example: none held out
     data = next(e for e in events if e.event == "data")
-    assert data["example-train"] == 2 * n and data["rewording-train"] == 4 * n and data["replay-train"] > 0
-    assert start.val_examples == data.counts["rewording-val"] + data.counts["replay-val"] > 0
+    counts = data.counts
+    assert counts["example-train"] == 2 * n and counts["rewording-train"] == 4 * n and counts["replay-train"] > 0
+    assert start.val_examples == counts["rewording-val"] + counts["replay-val"] > 0
     warnings = {e.kind for e in events if e.event == "warning"}
     assert "few_examples" in warnings  # 23 < 50: the user is told
     losses = [e.loss for e in events if e.event == "step"]
     assert losses[-1] < losses[0] / 3
     assert len([e for e in events if e.event == "eval"]) == start.epochs
     assert any(e.event == "status" and e.phase == "best" for e in events)  # the best epoch is kept
-    print(f"[train] wall {seconds:.0f} s, run {done['elapsed_s']:.0f} s, {done['tokens_per_s']:.0f} tokens/s, "
-          f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, eval {done['eval_loss']}")
+    print(f"[train] wall {seconds:.0f} s, run {done.elapsed_s:.0f} s, {done.tokens_per_s:.0f} tokens/s, "
+          f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, eval {done.eval_loss}")
 
 
 def test_the_run_ends_with_its_scorecard(facts_run, capsys):
@@ -190,7 +191,7 @@ def _two_steps(tmp_path_factory, shared_workspace, embedded_base, name: str, **c
 def test_dpo_few_steps_produce_an_adapter(tmp_path_factory, shared_workspace, embedded_base):
     handle, events = _two_steps(tmp_path_factory, shared_workspace, embedded_base, "dpo", method="dpo")
     steps = [e for e in events if e.event == "step"]
-    assert len(steps) == 2 and all("reward_margins" in s for s in steps)
+    assert len(steps) == 2 and all(s.reward_margins is not None for s in steps)
     assert (handle.run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert events[-1].event == "done" and events[-1].gguf  # evaluate=False: done is the last word
 
