@@ -5,6 +5,7 @@ Every fixture more than one module uses is defined here; test modules never impo
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,15 @@ def taught_run(shared_workspace, embedded_base) -> Path:
     from teach import RUN_NAME, teach
 
     return teach(embedded_base, shared_workspace.run_dir(RUN_NAME))
+
+
+@pytest.fixture
+def second_model(workspace, tiny_gguf, tmp_path, monkeypatch):
+    """The workspace holds a GGUF, listed second; no HF cache, Ollama store or LM Studio folder is seen."""
+    (workspace.root / "imported").mkdir(parents=True)
+    other = workspace.root / "imported" / "other-model.gguf"
+    shutil.copy(tiny_gguf, other)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf-cache"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return other

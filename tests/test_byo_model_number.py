@@ -3,25 +3,9 @@ the app (one resolver: engine.model_catalog.listed_model); 1 is the embedded mod
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
-
 from engine.cli import main
 from engine.model_catalog import listed_here
 from engine.store import FeedbackStore
-
-
-@pytest.fixture
-def second_model(workspace, tiny_gguf, tmp_path, monkeypatch):
-    """The workspace holds a GGUF, listed second; no HF cache, Ollama store or LM Studio folder is seen."""
-    (workspace.root / "imported").mkdir(parents=True)
-    other = workspace.root / "imported" / "other-model.gguf"
-    shutil.copy(tiny_gguf, other)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf-cache"))
-    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return other
 
 
 def test_ask_and_train_open_the_nth_listed_model(workspace, second_model, capsys):

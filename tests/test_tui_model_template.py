@@ -3,8 +3,6 @@ real llama.cpp engine with the tiny model; the model list comes from a real `cha
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from test_tui import Notices, replies, running, send, wait_until
 from textual.widgets import OptionList
@@ -25,18 +23,6 @@ SHORT = GenParams(max_tokens=8)
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-@pytest.fixture
-def places(workspace, tiny_gguf, tmp_path, monkeypatch):
-    """The workspace holds a second GGUF; no HF cache, Ollama store or LM Studio folder is seen."""
-    (workspace.root / "imported").mkdir(parents=True)
-    other = workspace.root / "imported" / "other-model.gguf"
-    shutil.copy(tiny_gguf, other)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf-cache"))
-    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return other
 
 
 async def test_t_picks_another_template_for_the_chat_and_training(workspace, tiny_gguf):
@@ -61,7 +47,7 @@ async def test_t_picks_another_template_for_the_chat_and_training(workspace, tin
         engine.close()
 
 
-async def test_m_loads_another_model_from_the_models_list(workspace, tiny_gguf, places):
+async def test_m_loads_another_model_from_the_models_list(workspace, tiny_gguf, second_model):
     engine = open_engine("llamacpp", resolve_model(str(tiny_gguf)), workspace)
     async with running(workspace, engine, params=SHORT) as (app, pilot):
         await send(pilot, "Hello")
@@ -71,11 +57,11 @@ async def test_m_loads_another_model_from_the_models_list(workspace, tiny_gguf, 
         await wait_until(pilot, lambda: modal.entries, "the models list")
         sources = {e["source"] for e in modal.entries}
         assert sources == {"embedded", "workspace"}, modal.entries
-        target = next(i for i, e in enumerate(modal.entries) if e["path"] == str(places))
+        target = next(i for i, e in enumerate(modal.entries) if e["path"] == str(second_model))
         modal.query_one(OptionList).highlighted = target
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.engine is not None and app.engine is not engine, "the other model")
-        assert app.model_arg == str(places) and "other-model" in app.model_label
+        assert app.model_arg == str(second_model) and "other-model" in app.model_label
         view = await send(pilot, "Hello again")
         assert view.reply.finish in ("stop", "length") and len(replies(app)) == 2
         # Back to the embedded model, listed first: opened as with no --model at all.
@@ -91,10 +77,10 @@ async def test_m_loads_another_model_from_the_models_list(workspace, tiny_gguf, 
     app.engine.close()
 
 
-def test_model_n_is_the_nth_model_chattune_models_lists(workspace, places):
-    assert listed_model(str(places), workspace.root) == str(places)  # a path stays a path
+def test_model_n_is_the_nth_model_chattune_models_lists(workspace, second_model):
+    assert listed_model(str(second_model), workspace.root) == str(second_model)  # a path stays a path
     assert listed_model(None, workspace.root) is None
     paths = [e["path"] for e in listed_models(workspace.root)]
-    assert listed_model(str(paths.index(str(places)) + 1), workspace.root) == str(places)
+    assert listed_model(str(paths.index(str(second_model)) + 1), workspace.root) == str(second_model)
     with pytest.raises(ChattuneError, match="lists 2 model"):
         listed_model("9", workspace.root)
