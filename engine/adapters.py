@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import AdapterError
+from engine.errors import AdapterError, ChattuneError
 from engine.workspace import Workspace, check_name
 
 PEFT_DIR = "adapter"  # runs/<run>/adapter/: peft's adapter_config.json + adapter_model.safetensors
@@ -101,7 +100,9 @@ def newest_adapter(workspace: Workspace, model: str | None) -> AdapterRef | None
 
 
 def _base_fingerprint(run: Path) -> str | None:
+    from engine.runfolder import read_run_config  # here: runfolder imports this module
+
     try:
-        return json.loads((run / "config.json").read_text(encoding="utf-8"))["base"]["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_run_config(run).base.fingerprint or None
+    except (ChattuneError, OSError):
         return None  # a run that does not say what it trained on is nobody's default
