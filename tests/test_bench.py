@@ -151,6 +151,24 @@ def test_bench_all_parts_on_the_tiny_model(tiny_gguf, bench_workspace):
     assert not bench_workspace.runs_dir.exists() and not bench_workspace.exports_dir.exists()
 
 
+@pytest.mark.child
+def test_bench_train_takes_the_precision_ratio_from_interleaved_runs(tiny_model_dir, bench_workspace):
+    from engine.bench.suite import run_bench
+    from engine.models import resolve_model
+
+    # bf16 runs on any CPU (without AMX or AVX512-BF16 slowly); the default picks it only where it is fast.
+    budget = Budget(trials=2, train_epochs=1, train_examples=12, precision="bf16")  # 3 steps: a rate after step 1
+    report = run_bench(["train"], bench_workspace, resolve_model(str(tiny_model_dir)), budget, "chattune bench train",
+                       progress=lambda _m: None)
+    (train,) = json.loads(json.dumps(report.to_dict()))["parts"]
+    assert train["status"] == "ok", train["reason"]
+    runs = train["details"]["precision_runs"]
+    assert len(runs["default"]) == len(runs["fp32"]) == 2 and all(v > 0 for v in runs["default"] + runs["fp32"])
+    row = next(row for row in train["rows"] if row["name"] == "tokens/s: bf16 (default) vs fp32")
+    assert (row["ours"]["n"], row["baseline"]["n"], row["target"]) == (2, 2, 1.4)
+    assert row["baseline"]["median"] == pytest.approx(sum(runs["fp32"]) / 2, rel=1e-4)  # median of two
+
+
 def test_an_hf_folder_skips_the_llama_cpp_parts(tiny_model_dir, bench_workspace, tmp_path, capsys):
     out = tmp_path / "chat.json"
     code, stdout, _ = run_cli(["--workspace", str(bench_workspace.root), "bench", "chat", "--model", str(tiny_model_dir),

@@ -230,11 +230,12 @@ def test_cli_trains_and_lists_runs(filled, tiny_model_dir, capsys):
     plan = capsys.readouterr().out
     assert "learns all 8 of your examples (+ rewordings and replay" in plan and "1 epochs" in plan
     assert main(["-w", str(filled.root), "train", "--model", str(tiny_model_dir), "--epochs", "1",
-                 "--no-augment", "--no-replay",
+                 "--no-augment", "--no-replay", "--freeze-lower", "0",
                  "--batch-size", "8", "--rank", "4", "--seed", "3", "--name", "cli", "--yes"]) == 0
     assert "chattune --adapter cli" in capsys.readouterr().err
     meta = json.loads((filled.run_dir("cli") / "config.json").read_text())
     assert (meta["config"]["lora_r"], meta["config"]["seed"], meta["config"]["batch_size"]) == (4, 3, 8)
+    assert meta["config"]["freeze_lower"] == 0
 
     assert main(["-w", str(filled.root), "runs"]) == 0
     table = capsys.readouterr().out

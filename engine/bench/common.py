@@ -30,7 +30,8 @@ class Budget:
     train_examples: int | None = None  # the first N bench examples (None: all 24)
     learn_facts: int | None = None  # the first N facts of prompts/learn/facts.jsonl (None: all 20)
     learn_general: int | None = None  # the first N general prompts of the forgetting set (None: all)
-    learn_precision: str = "auto"  # both learn recipes train in this precision
+    # what the train part's recipe (measured against fp32 when it is not fp32) and both learn recipes train in
+    precision: str = "auto"
 
     @property
     def fast_trials(self) -> int:
@@ -46,7 +47,7 @@ class Budget:
         return {"trials": self.trials, "fast_trials": self.fast_trials, "slow_trials": self.slow_trials, "chat_tokens": self.chat_tokens,
                 "hf_chat_tokens": self.hf_chat_tokens, "train_epochs": self.train_epochs,
                 "train_examples": self.train_examples, "learn_facts": self.learn_facts,
-                "learn_general": self.learn_general, "learn_precision": self.learn_precision}
+                "learn_general": self.learn_general, "precision": self.precision}
 
 
 @dataclass

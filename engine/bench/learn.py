@@ -47,7 +47,7 @@ def recipes(precision: str = "auto") -> dict:
     # The default recipe evaluates after training, as a user's run does (its scorecard's time is a row);
     # the adapter is ready, and timed, before that evaluation starts.
     return {"new": TrainConfig(precision=precision),
-            "plain": TrainConfig(augment=0, replay=0, evaluate=False, precision=precision)}
+            "plain": TrainConfig(augment=0, replay=0, freeze_lower=0, evaluate=False, precision=precision)}
 
 
 def learn_part(ctx: Context) -> PartResult:
@@ -56,7 +56,7 @@ def learn_part(ctx: Context) -> PartResult:
     facts = load_facts(ctx.budget.learn_facts)
     general = general_prompts()[:ctx.budget.learn_general]
     part = PartResult("learn")
-    runs = {name: _train(ctx, name, config, facts) for name, config in recipes(ctx.budget.learn_precision).items()}
+    runs = {name: _train(ctx, name, config, facts) for name, config in recipes(ctx.budget.precision).items()}
     ctx.progress("learn: asking base and adapters the taught, reworded and general questions")
     answers = _answers(ctx, runs, facts, general)
     scores = {name: _score(facts, general, answers["base"], answers[name]) for name in runs}

@@ -64,12 +64,13 @@ def baseline_trainer(shared_args: dict, cfg, rt, model, tokenizer, rows: list[di
     """What a transformers + peft user writes: get_peft_model, tokenize with the chat template
     (loss on the answer only), pad each batch to its longest example."""
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
+    from engine.train.recipe import lora_config
+
     set_seed(cfg.seed)
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                             target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM"))
+    model = get_peft_model(model, lora_config(cfg, model))  # the same LoRA (and layers) as ours
     if rt.gradient_checkpointing and rt.quantization != "4bit":  # 4-bit: prepare_model_for_kbit_training did it
         model.enable_input_require_grads()
     args = TrainingArguments(output_dir=str(output_dir), report_to=[], disable_tqdm=True, **shared_args)

@@ -40,7 +40,8 @@ def register(subparsers) -> None:
     parser.add_argument("--facts", type=positive_int, default=None,
                         help="the learn part teaches only the first N of its 20 made-up facts (quick checks)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="the learn part trains both recipes in this precision (default: what a run picks)")
+                        help="the train part's recipe (measured against fp32 when not fp32) and both recipes of the "
+                             "learn part train in this precision (default: what a run picks)")
     parser.add_argument("--general", type=positive_int, default=None,
                         help="the learn part asks only the first N general prompts (quick checks)")
     parser.set_defaults(func=run)
@@ -59,7 +60,7 @@ def run(args) -> int:
     spec = resolve_model(args.model)
     budget = Budget(trials=args.trials, chat_tokens=args.tokens,
                     hf_chat_tokens=min(args.tokens, Budget.hf_chat_tokens), train_epochs=args.epochs,
-                    learn_facts=args.facts, learn_general=args.general, learn_precision=args.precision)
+                    learn_facts=args.facts, learn_general=args.general, precision=args.precision)
     parts = list(PARTS) if args.part == "all" else [args.part]
     errors = Console(stderr=True)
     report = run_bench(parts, workspace, spec, budget, _command(args),

@@ -327,13 +327,11 @@ def _report_best(trainer, log: EventLog) -> None:
 def build_trainer(cfg: TrainConfig, rt: Runtime, model, tokenizer, train_rows: list, val_rows: list,
                   output_dir: Path, callback):
     from datasets import Dataset, disable_progress_bars
-    from peft import LoraConfig
     from transformers import set_seed
 
     disable_progress_bars()
     set_seed(cfg.seed)  # the LoRA weights are initialised inside the trainer's constructor
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
+    lora = lora_config(cfg, model)
     by_steps = cfg.save_every_steps > 0
     common = dict(
         output_dir=str(output_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
@@ -377,6 +375,31 @@ def build_trainer(cfg: TrainConfig, rt: Runtime, model, tokenizer, train_rows: l
     args = DPOConfig(**common, max_length=cfg.max_seq_len, beta=cfg.dpo_beta)
     return DPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, peft_config=lora, callbacks=[callback])
+
+
+def lora_config(cfg: TrainConfig, model):
+    """The run's LoRA: on `cfg.target_modules` of the upper decoder layers, the lowest
+    `cfg.freeze_lower` share left without (no gradient has to flow down through them)."""
+    from peft import LoraConfig
+
+    targets, layers = cfg.target_modules, None
+    count = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    first = int((count or 0) * cfg.freeze_lower)
+    if first > 0:
+        layers = list(range(first, count))
+        if targets == "all-linear":  # peft takes a layer list only with module names
+            targets = linear_module_names(model)
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, layers_to_transform=layers, bias="none", task_type="CAUSAL_LM")
+
+
+def linear_module_names(model) -> list[str]:
+    """The names "all-linear" stands for: every linear layer's (4-bit ones included) but the output head's."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head})
 
 
 def _cpu_sft_trainer():
