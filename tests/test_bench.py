@@ -140,10 +140,12 @@ def test_bench_all_parts_on_the_tiny_model(tiny_gguf, bench_workspace):
     assert train["details"]["ours"]["tokens"] == train["details"]["baseline"]["tokens"]  # counted alike
     assert train["details"]["ours"]["steps"] == train["details"]["baseline"]["steps"] == 2
     assert train["details"]["baseline"]["positions"] >= train["details"]["baseline"]["tokens"]  # it pads
-    if train["details"]["ours"]["precision"] != "fp32":  # a CPU with bf16: measured against the fp32 it replaced
-        fp32 = train["details"]["ours_fp32"]
-        assert fp32["precision"] == "fp32" and fp32["tokens"] == train["details"]["ours"]["tokens"]
-        assert any(row["name"].endswith("vs fp32") and row["target"] == 1.4 for row in train["rows"])
+    # Against the recipe before (fp32, every layer), on the same examples; and, on a CPU with bf16, against fp32.
+    before = train["details"]["before"]
+    assert before["precision"] == "fp32" and before["tokens"] == train["details"]["ours"]["tokens"]
+    assert any(row["name"].endswith("vs before (fp32, every layer)") and row["target"] == 1.4 for row in train["rows"])
+    if train["details"]["ours"]["precision"] != "fp32":
+        assert train["details"]["ours_fp32"]["precision"] == "fp32"
     export = next(p for p in data["parts"] if p["part"] == "export")
     assert {"merge", "convert", "quantize", "verify"} <= set(export["details"]["stages_s"])
     assert any(row["name"].startswith("size: ") and row["unit"] == "MB" for row in export["rows"])
@@ -152,7 +154,7 @@ def test_bench_all_parts_on_the_tiny_model(tiny_gguf, bench_workspace):
 
 
 @pytest.mark.child
-def test_bench_train_takes_the_precision_ratio_from_interleaved_runs(tiny_model_dir, bench_workspace):
+def test_bench_train_takes_its_ratios_from_interleaved_runs(tiny_model_dir, bench_workspace):
     from engine.bench.suite import run_bench
     from engine.models import resolve_model
 
@@ -162,11 +164,15 @@ def test_bench_train_takes_the_precision_ratio_from_interleaved_runs(tiny_model_
                        progress=lambda _m: None)
     (train,) = json.loads(json.dumps(report.to_dict()))["parts"]
     assert train["status"] == "ok", train["reason"]
-    runs = train["details"]["precision_runs"]
-    assert len(runs["default"]) == len(runs["fp32"]) == 2 and all(v > 0 for v in runs["default"] + runs["fp32"])
-    row = next(row for row in train["rows"] if row["name"] == "tokens/s: bf16 (default) vs fp32")
-    assert (row["ours"]["n"], row["baseline"]["n"], row["target"]) == (2, 2, 1.4)
-    assert row["baseline"]["median"] == pytest.approx(sum(runs["fp32"]) / 2, rel=1e-4)  # median of two
+    runs = train["details"]["runs"]
+    assert [len(runs[name]) for name in ("ours", "before", "fp32")] == [2, 2, 2]
+    assert all(rate > 0 for found in runs.values() for rate in found)
+    rows = {row["name"]: row for row in train["rows"]}
+    before = rows["tokens/s: the default recipe vs before (fp32, every layer)"]
+    assert (before["ours"]["n"], before["baseline"]["n"], before["target"]) == (2, 2, 1.4)
+    assert before["baseline"]["median"] == pytest.approx(sum(runs["before"]) / 2, rel=1e-4)  # the median of two
+    fp32 = rows["tokens/s: bf16 (default) vs fp32, same layers"]
+    assert fp32["baseline"]["median"] == pytest.approx(sum(runs["fp32"]) / 2, rel=1e-4)
 
 
 def test_an_hf_folder_skips_the_llama_cpp_parts(tiny_model_dir, bench_workspace, tmp_path, capsys):
