@@ -1,6 +1,6 @@
 """Which layers a run's LoRA covers (engine.train.recipe.lora_config): by default every linear layer
 of the upper half of the decoder, so the backward pass stops halfway down; --freeze-lower 0 gives
-every layer, as "all-linear" alone did."""
+every layer, as "all-linear" alone did; a model with few layers keeps at least 8 adapted."""
 
 from __future__ import annotations
 
@@ -19,20 +19,32 @@ def lora_layers(model) -> dict[int, set[str]]:
     return found
 
 
-@pytest.mark.parametrize(("settings", "layers"), [({}, {1}), ({"freeze_lower": 0}, {0, 1})])
-def test_the_default_lora_covers_every_linear_layer_of_the_upper_half(tiny_model_dir, settings, layers):
+def random_llama(layers: int):
     import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                        num_attention_heads=4, num_key_value_heads=2))
+
+
+@pytest.mark.parametrize(("layers", "settings", "adapted"), [
+    (24, {}, set(range(12, 24))),  # the default: the upper half
+    (24, {"freeze_lower": 0}, set(range(24))),
+    (12, {}, set(range(4, 12))),  # half would leave 6: 8 stay adapted
+    (2, {}, {0, 1}),  # the tiny test models: every layer
+])
+def test_the_default_lora_covers_every_linear_layer_of_the_upper_half(layers, settings, adapted):
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
 
     from engine.train.config import TrainConfig
     from engine.train.recipe import lora_config
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)  # 2 decoder layers
+    model = random_llama(layers)
     peft_model = get_peft_model(model, lora_config(TrainConfig(**settings).resolved(20), model))
     found = lora_layers(peft_model)
-    assert set(found) == layers
+    assert set(found) == adapted
     assert all(kinds == ALL_LINEAR for kinds in found.values())  # the head never gets one
     # Nothing below the first adapted layer needs a gradient, so backward stops there.
     trainable_in_layer_0 = [p for n, p in peft_model.named_parameters() if p.requires_grad and ".layers.0." in n]
-    assert bool(trainable_in_layer_0) == (0 in layers)
+    assert bool(trainable_in_layer_0) == (0 in adapted)

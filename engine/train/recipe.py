@@ -377,14 +377,19 @@ def build_trainer(cfg: TrainConfig, rt: Runtime, model, tokenizer, train_rows: l
                       processing_class=tokenizer, peft_config=lora, callbacks=[callback])
 
 
+MIN_ADAPTED_LAYERS = 8
+
+
 def lora_config(cfg: TrainConfig, model):
     """The run's LoRA: on `cfg.target_modules` of the upper decoder layers, the lowest
     `cfg.freeze_lower` share left without (no gradient has to flow down through them)."""
     from peft import LoraConfig
 
     targets, layers = cfg.target_modules, None
-    count = getattr(model.config.get_text_config(), "num_hidden_layers", None)
-    first = int((count or 0) * cfg.freeze_lower)
+    count = getattr(model.config.get_text_config(), "num_hidden_layers", None) or 0
+    # A model with few layers keeps its LoRA on at least MIN_ADAPTED_LAYERS of them (all, below that):
+    # one layer of a tiny model cannot learn a reply word for word.
+    first = min(int(count * cfg.freeze_lower), max(0, count - MIN_ADAPTED_LAYERS))
     if first > 0:
         layers = list(range(first, count))
         if targets == "all-linear":  # peft takes a layer list only with module names
