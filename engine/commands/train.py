@@ -75,7 +75,8 @@ def config_from_args(args) -> TrainConfig:
     quantization = None if args.qlora is None else ("4bit" if args.qlora else "none")
     return TrainConfig(method=args.method, preset=args.preset).with_overrides(
         epochs=args.epochs, learning_rate=args.learning_rate, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout, freeze_lower=args.freeze_lower, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        lora_dropout=args.lora_dropout, freeze_lower=args.freeze_lower, batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
         max_seq_len=args.max_seq_len, seed=args.seed, quantization=quantization, device=args.device,
         precision=args.precision, packing=args.packing, template=args.template, threads=args.threads,
         num_gpus=args.num_gpus, evaluate=args.evaluate, augment=args.augment, paraphrase=args.paraphrase,

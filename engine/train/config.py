@@ -108,7 +108,7 @@ class TrainConfig(BaseModel):
     target_modules: Literal["all-linear"] | ModuleNames = _setting(
         "all-linear", "'all-linear' or a list of module names")
     # The lowest share of the decoder layers gets no LoRA, so the backward pass stops above them: a
-    # third less time to the adapter on a CPU, and the same learning (`bench learn`; README, How a
+    # quarter less time to the adapter on a CPU, and the same learning (`bench learn`; README, How a
     # run learns). 0: every layer. At least 8 layers stay adapted (all of a model with fewer).
     freeze_lower: float = _setting(0.5, "a share from 0 (LoRA on every layer) to 0.9", ge=0, le=0.9)
     batch_size: int = _setting(4, "a whole number, at least 1", ge=1)
