@@ -143,7 +143,8 @@ def test_bench_all_parts_on_the_tiny_model(tiny_gguf, bench_workspace):
     # Against the recipe before (fp32, every layer), on the same examples; and, on a CPU with bf16, against fp32.
     before = train["details"]["before"]
     assert before["precision"] == "fp32" and before["tokens"] == train["details"]["ours"]["tokens"]
-    assert any(row["name"].endswith("vs before (fp32, every layer)") and row["target"] == 1.4 for row in train["rows"])
+    assert not before["head_on_answers_only"] and train["details"]["ours"]["head_on_answers_only"]
+    assert any(row["name"].endswith("vs before (fp32, every layer, head everywhere)") and row["target"] == 1.4 for row in train["rows"])
     if train["details"]["ours"]["precision"] != "fp32":
         assert train["details"]["ours_fp32"]["precision"] == "fp32"
     export = next(p for p in data["parts"] if p["part"] == "export")
@@ -168,7 +169,7 @@ def test_bench_train_takes_its_ratios_from_interleaved_runs(tiny_model_dir, benc
     assert [len(runs[name]) for name in ("ours", "before", "fp32")] == [2, 2, 2]
     assert all(rate > 0 for found in runs.values() for rate in found)
     rows = {row["name"]: row for row in train["rows"]}
-    before = rows["tokens/s: the default recipe vs before (fp32, every layer)"]
+    before = rows["tokens/s: the default recipe vs before (fp32, every layer, head everywhere)"]
     assert (before["ours"]["n"], before["baseline"]["n"], before["target"]) == (2, 2, 1.4)
     assert before["baseline"]["median"] == pytest.approx(sum(runs["before"]) / 2, rel=1e-4)  # the median of two
     fp32 = rows["tokens/s: bf16 (default) vs fp32, same layers"]

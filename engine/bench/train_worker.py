@@ -105,6 +105,8 @@ def train(job: dict) -> dict:
     out_dir = Path(job["out_dir"])
     if job["side"] == "ours":
         trainer = build_trainer(cfg, rt, model, tokenizer, rows, [], out_dir, clock)
+        if hasattr(trainer, "head_on_answers_only"):  # the CPU trainer: "before" ran the head everywhere
+            trainer.head_on_answers_only = job.get("head_on_answers_only", True)
     else:
         trainer = baseline_trainer(job["shared_args"], cfg, rt, model, tokenizer, rows, out_dir, clock)
     trainer.data_collator = clock.counting(trainer.data_collator)
@@ -116,7 +118,8 @@ def train(job: dict) -> dict:
         **clock.figures(), "examples": len(rows), "losses": losses, "final_loss": losses[-1] if losses else None,
         "last_epoch_loss": sum(losses[-per_epoch:]) / per_epoch if losses else None,
         "peak_mem_mb": _peak_mem_mb(rt.device), "device": rt.device, "quantization": rt.quantization,
-        "precision": rt.precision, "shared_args": {key: args.get(key) for key in SHARED_ARGS},
+        "precision": rt.precision, "head_on_answers_only": getattr(trainer, "head_on_answers_only", False),
+        "shared_args": {key: args.get(key) for key in SHARED_ARGS},
     }
 
 

@@ -408,20 +408,30 @@ def linear_module_names(model) -> list[str]:
 
 
 def _cpu_sft_trainer():
-    """SFTTrainer with the model's own loss. TRL's fused LM head recomputes the logits in tiles to
-    save GPU memory; on a CPU that costs about a third of every step (measured on SmolLM2-135M,
-    whose 49k-token head is large next to its body), and memory is not the limit there."""
+    """SFTTrainer with a plain cross-entropy on the answers. TRL's fused LM head recomputes the logits
+    in tiles to save GPU memory; on a CPU that costs about a third of every step (measured on
+    SmolLM2-135M, whose 49k-token head is large next to its body), and memory is not the limit there.
+    The head runs on the answer positions only (engine.train.answer_loss)."""
     from peft.helpers import disable_input_dtype_casting
     from transformers import Trainer
     from trl import SFTTrainer
 
+    from engine.train.answer_loss import answer_loss
+
     class CpuSFTTrainer(SFTTrainer):
+        head_on_answers_only = True  # False: the model's own loss, the head on every position (bench's "before")
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Under bf16 autocast the LoRA matmuls run in bf16 whatever their input's dtype, so peft's
             # cast of each bf16 input up to the fp32 LoRA weights is a copy thrown away.
             with disable_input_dtype_casting(model, active=self.args.bf16):
-                return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
+                # The items count only where the model's own loss would take it (the Trainer then scales alike).
+                items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+                found = answer_loss(model, inputs, items) if self.head_on_answers_only else None
+                if found is None:
+                    return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                                num_items_in_batch=num_items_in_batch)
+            return found if return_outputs else found[0]
 
     return CpuSFTTrainer
 
