@@ -60,6 +60,7 @@ def learn_part(ctx: Context) -> PartResult:
     ctx.progress("learn: asking base and adapters the taught, reworded and general questions")
     answers = _answers(ctx, runs, facts, general)
     scores = {name: _score(facts, general, answers["base"], answers[name]) for name in runs}
+    floor = _floor(ctx, general, answers["base"][2 * len(facts):]) if ctx.spec.is_gguf else None
     new, plain = scores["new"], scores["plain"]
     base_right = scores["new"]["base_general_right"]
     base_wrong = sum(1 for g in general if g.expected) - base_right
@@ -79,6 +80,18 @@ def learn_part(ctx: Context) -> PartResult:
             one(plain["general_fixed"]), better="higher", note="a change, so 'kept' counts each one against the run"),
         Row(f"general answers kept (same as base, of {len(general)})", "answers", one(new["kept"]),
             one(plain["kept"]), better="higher", note="the scorecard's 'kept'"),
+    ]
+    if floor is not None:
+        # What greedy answers keep with no change to the weights at all: the base's own weights, dequantized,
+        # answered by the other engine (transformers, fp32) instead of llama.cpp's quantized kernels.
+        part.rows += [
+            Row(f"floor: the base in another engine, still right (of {base_right})", "answers",
+                one(floor["general_right_kept"]), better="higher",
+                note="the same weights through transformers fp32: no run can be expected to keep more"),
+            Row(f"floor: the base in another engine, kept (of {len(general)})", "answers", one(floor["kept"]),
+                better="higher", note="the noise floor of 'kept' for this model"),
+        ]
+    part.rows += [
         Row("time to adapter", "s", one(runs["new"]["adapter_s"]), one(runs["plain"]["adapter_s"]), better="lower",
             note="from the start of the run to its adapter ready (rewordings and replay included)"),
     ]
@@ -95,6 +108,8 @@ def learn_part(ctx: Context) -> PartResult:
     part.details = {name: {**runs[name], **{k: v for k, v in scores[name].items() if not k.startswith("base_")}}
                     for name in runs}
     part.details["base"] = {k: v for k, v in new.items() if k.startswith("base_")}
+    if floor is not None:
+        part.details["floor"] = floor
     return part
 
 
@@ -173,30 +188,59 @@ def _answers(ctx: Context, runs: dict, facts: list[dict], general) -> dict:
     return found
 
 
-def _score(facts: list[dict], general, base: list[str], ours: list[str]) -> dict:
-    from engine.evaluate.scoring import contains_expected, equivalent
+def _floor(ctx: Context, general, base_rest: list[str]) -> dict:
+    """The general prompts answered by the base's own weights in the transformers engine (the fp32 folder
+    runs train on), scored against llama.cpp's answers as an adapter's would be."""
+    from engine.engines import open_engine
+    from engine.engines.base import GenParams
+    from engine.models import resolve_model, trainable_base
+    from engine.prompts import system_prompt
 
+    ctx.progress("learn: the noise floor: the base's general answers in the transformers engine")
+    folder = trainable_base(ctx.spec, ctx.workspace, progress=ctx.progress)
+    system = system_prompt()
+    engine = open_engine("transformers", resolve_model(str(folder)), ctx.workspace)
+    try:
+        other = [engine.stream([{"role": "system", "content": system}, {"role": "user", "content": g.prompt}],
+                               GenParams(max_tokens=GENERAL_MAX_TOKENS)).collect().strip() for g in general]
+    finally:
+        engine.close()
+    found = _general_scores(general, base_rest, other)
+    return {"engine": "transformers, fp32", **{k: v for k, v in found.items() if k != "general_changed"},
+            "changed": found["general_changed"]}
+
+
+def _score(facts: list[dict], general, base: list[str], ours: list[str]) -> dict:
     n = len(facts)
 
     def has(reply: str, fact: dict) -> bool:
         return fact["key"].casefold() in reply.casefold()
 
-    taught, reworded, rest = ours[:n], ours[n:2 * n], ours[2 * n:]
-    base_taught, base_rest = base[:n], base[2 * n:]
-    checkable = [i for i, g in enumerate(general) if g.expected]
-    base_right = [i for i in checkable if contains_expected(base_rest[i], list(general[i].expected))]
+    taught, reworded = ours[:n], ours[n:2 * n]
+    found = _general_scores(general, base[2 * n:], ours[2 * n:])
     return {
         "taught": sum(has(r, f) for r, f in zip(taught, facts, strict=True)),
         "reworded": sum(has(r, f) for r, f in zip(reworded, facts, strict=True)),
+        **{k: v for k, v in found.items() if k != "general_changed"},
+        "base_taught": sum(has(r, f) for r, f in zip(base[:n], facts, strict=True)),
+        "replies": {"taught": taught, "reworded": reworded, "general_changed": found["general_changed"]},
+    }
+
+
+def _general_scores(general, base_rest: list[str], rest: list[str]) -> dict:
+    """Right answers kept, fixed, and answers the same as the base's, on the general prompts."""
+    from engine.evaluate.scoring import contains_expected, equivalent
+
+    checkable = [i for i, g in enumerate(general) if g.expected]
+    base_right = [i for i in checkable if contains_expected(base_rest[i], list(general[i].expected))]
+    return {
         "general_right": sum(contains_expected(rest[i], list(general[i].expected)) for i in checkable),
         "general_right_kept": sum(contains_expected(rest[i], list(general[i].expected)) for i in base_right),
         "general_fixed": sum(contains_expected(rest[i], list(general[i].expected))
                              for i in checkable if i not in base_right),
         "kept": sum(equivalent(b, a, list(g.expected)) for b, a, g in zip(base_rest, rest, general, strict=True)),
-        "base_taught": sum(has(r, f) for r, f in zip(base_taught, facts, strict=True)),
         "base_general_right": len(base_right),
-        "replies": {"taught": taught, "reworded": reworded,
-                    "general_changed": [{"prompt": g.prompt, "base": b, "adapter": a}
-                                        for b, a, g in zip(base_rest, rest, general, strict=True)
-                                        if not equivalent(b, a, list(g.expected))]},
+        "general_changed": [{"prompt": g.prompt, "base": b, "adapter": a}
+                            for b, a, g in zip(base_rest, rest, general, strict=True)
+                            if not equivalent(b, a, list(g.expected))],
     }
