@@ -93,6 +93,20 @@ def test_paired_trials_warm_up_then_alternate_who_goes_first():
     assert [r["i"] for r in ours] == [r["i"] for r in base] == [0, 1, 2]
 
 
+def test_chat_settings_take_turns_within_each_trial_and_every_call_gets_the_next_prompt():
+    from engine.bench.chat import interleaved
+
+    calls, now = [], {}
+    runs = interleaved(["idle", "busy"], lambda s: now.update(s=s),
+                       lambda n: calls.append(("ours", now["s"], n)) or {"n": n},
+                       lambda n: calls.append(("base", now["s"], n)) or {"n": n}, trials=2)
+    assert calls == [("ours", "idle", 0), ("base", "idle", 0), ("ours", "busy", 1), ("base", "busy", 1),  # warm-up
+                     ("ours", "idle", 2), ("base", "idle", 2), ("ours", "busy", 3), ("base", "busy", 3),
+                     ("base", "busy", 4), ("ours", "busy", 4), ("base", "idle", 5), ("ours", "idle", 5)]
+    assert {s: ([r["n"] for r in o], [r["n"] for r in b]) for s, (o, b) in runs.items()} == \
+        {"idle": ([2, 5], [2, 5]), "busy": ([3, 4], [3, 4])}
+
+
 def test_budget_keeps_fast_and_slow_trials_in_proportion():
     assert Budget(trials=1).fast_trials == 30 and Budget(trials=1).slow_trials == 1
     assert Budget(trials=10).fast_trials == 60 and Budget(trials=10).slow_trials == 3

@@ -3,8 +3,10 @@ its ReplyStream), against the raw library on the same model, prompts and greedy 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Callable
 
 from engine.bench.common import Context, PartResult, Row, column, paired, summarize
 from engine.engines.base import GenParams
@@ -103,18 +105,19 @@ def llamacpp_chat(ctx: Context) -> PartResult:
         n = tokens_of_text.get(text) or len(raw.tokenize(text.encode("utf-8"), add_bos=False, special=False))
         return _measures(start, first, end, n, text)
 
-    runs: dict[bool, tuple[list[dict], list[dict]]] = {}  # a child runs? -> (ours, baseline)
+    def use(busy: bool) -> None:
+        engine.set_load(busy)
+        llama_set_n_threads(raw.ctx, engine.threads, engine.threads)
+
     threads: dict[bool, int] = {}
     try:
         for busy in (False, True):
-            engine.set_load(busy)
+            use(busy)
             threads[busy] = engine.threads
-            if busy and threads[busy] == idle_threads:
-                break  # one core: both settings are the same
-            llama_set_n_threads(raw.ctx, threads[busy], threads[busy])
-            ctx.progress(f"chat (llama.cpp): {threads[busy]} thread(s), {ctx.budget.trials} trials per side, "
-                         f"{tokens} tokens per reply")
-            runs[busy] = paired(ours, baseline, ctx.budget.trials)
+        settings = [False, True] if threads[True] != threads[False] else [False]  # one core: one setting
+        ctx.progress(f"chat (llama.cpp): {' and '.join(str(threads[b]) for b in settings)} thread(s), "
+                     f"{ctx.budget.trials} trials per side, {tokens} tokens per reply")
+        runs = interleaved(settings, use, ours, baseline, ctx.budget.trials)
     finally:
         engine.close()
         raw.close()
@@ -133,11 +136,39 @@ def llamacpp_chat(ctx: Context) -> PartResult:
     part.notes = [GUARD_NOTE] + [f"{_setting(busy, threads[busy])}: {_same_replies(*runs[busy])}" for busy in runs]
     part.notes += [f"llama-cpp-python's own default thread counts here would be {_default_threads()}",
                    f"{len(PROMPTS)} prompts in turn (default system prompt, one-line questions), at most {tokens} "
-                   "tokens per reply, one warm-up reply per side; decode speed counts the tokens after the first one"]
+                   "tokens per reply, one warm-up reply per side and thread count; the thread counts take turns "
+                   "within each trial; decode speed counts the tokens after the first one"]
     part.details = {"prompts": list(PROMPTS), "max_tokens": tokens,
                     "threads": {"idle": threads[False], "child running": threads.get(True, threads[False])},
                     "tokens_per_reply": summarize(column(runs[False][0], "tokens"))}
     return part
+
+
+def interleaved(settings: list, use: Callable[[object], None], ours: Callable[[int], dict],
+                baseline: Callable[[int], dict], trials: int) -> dict:
+    """setting -> (ours, baseline) runs, the settings taken in turn within each trial (in alternating
+    order, as ours and the baseline alternate who goes first), so that a change in machine load hits
+    every setting alike and the ratio between two settings compares like with like. Each call gets
+    the next prompt, so no reply finds its whole prompt cached by the one before."""
+    prompts = itertools.count()
+    found: dict = {setting: ([], []) for setting in settings}
+    for setting in settings:  # one warm-up reply per side and setting
+        use(setting)
+        n = next(prompts)
+        ours(n)
+        baseline(n)
+    for i in range(trials):
+        for setting in settings if i % 2 == 0 else settings[::-1]:
+            use(setting)
+            n = next(prompts)
+            ours_runs, base_runs = found[setting]
+            if i % 2 == 0:
+                ours_runs.append(ours(n))
+                base_runs.append(baseline(n))
+            else:
+                base_runs.append(baseline(n))
+                ours_runs.append(ours(n))
+    return found
 
 
 def _setting(busy: bool, threads: int) -> str:
