@@ -49,10 +49,16 @@ def test_the_training_child_gets_that_environment(filled, tiny_model_dir, monkey
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     handle = start_run(filled, TrainConfig(epochs=1, evaluate=False, augment=0, replay=0), str(tiny_model_dir),
                        name="env")
-    environ = dict(item.split("=", 1) for item in
-                   Path(f"/proc/{handle.pid}/environ").read_text().split("\0") if "=" in item)
-    events = collect(handle, lambda _event, run: run.cancel())  # its first word: no need to train
-    assert environ["CUDA_VISIBLE_DEVICES"] == "2"
+    seen = {}
+
+    def at_first_word(_event, run):
+        # Read once the child speaks: just after the spawn, /proc can show it mid-exec, with no environment.
+        seen.setdefault("environ", dict(item.split("=", 1) for item in
+                                        Path(f"/proc/{handle.pid}/environ").read_text().split("\0") if "=" in item))
+        run.cancel()  # no need to train
+
+    events = collect(handle, at_first_word)
+    assert seen["environ"]["CUDA_VISIBLE_DEVICES"] == "2"
     assert events[-1].event == "cancelled"
 
 

@@ -12,6 +12,10 @@ app's default system prompt:
 
 Ours is the default recipe (rewordings, replay, best epoch by validation); the baseline is the plain
 recipe of earlier versions (SFT on the examples as given, no rewordings, no replay).
+
+For a GGUF model the general prompts are also answered by the base's own weights in the transformers
+engine and scored like an adapter's answers: the floor of "still right" and "kept", what greedy
+answers lose with no change to the weights at all.
 """
 
 from __future__ import annotations
