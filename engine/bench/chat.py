@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from engine.bench.common import Context, PartResult, Row, column, paired, summarize
+from engine.bench.common import Context, PartResult, Row, column, pair, paired, summarize
 from engine.engines.base import GenParams
 
 # Open questions, so that greedy replies run to the token limit and decode speed has tokens to time.
@@ -160,14 +160,9 @@ def interleaved(settings: list, use: Callable[[object], None], ours: Callable[[i
     for i in range(trials):
         for setting in settings if i % 2 == 0 else settings[::-1]:
             use(setting)
-            n = next(prompts)
-            ours_runs, base_runs = found[setting]
-            if i % 2 == 0:
-                ours_runs.append(ours(n))
-                base_runs.append(baseline(n))
-            else:
-                base_runs.append(baseline(n))
-                ours_runs.append(ours(n))
+            ours_run, base_run = pair(ours, baseline, i, next(prompts))
+            found[setting][0].append(ours_run)
+            found[setting][1].append(base_run)
     return found
 
 

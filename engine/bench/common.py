@@ -89,13 +89,19 @@ def paired(ours: Callable[[int], dict], baseline: Callable[[int], dict], trials:
         baseline(i)
     ours_runs, base_runs = [], []
     for i in range(trials):
-        if i % 2 == 0:
-            ours_runs.append(ours(i))
-            base_runs.append(baseline(i))
-        else:
-            base_runs.append(baseline(i))
-            ours_runs.append(ours(i))
+        ours_run, base_run = pair(ours, baseline, i, i)
+        ours_runs.append(ours_run)
+        base_runs.append(base_run)
     return ours_runs, base_runs
+
+
+def pair(ours: Callable[[int], dict], baseline: Callable[[int], dict], trial: int, prompt: int) -> tuple[dict, dict]:
+    """One trial of each on `prompt`: ours first on even trials, the baseline first on odd ones."""
+    if trial % 2 == 0:
+        ours_run = ours(prompt)
+        return ours_run, baseline(prompt)
+    base_run = baseline(prompt)
+    return ours(prompt), base_run
 
 
 def column(runs: list[dict], key: str, scale: float = 1.0) -> list[float]:

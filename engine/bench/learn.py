@@ -170,12 +170,9 @@ def _answers(ctx: Context, runs: dict, facts: list[dict], general) -> dict:
 
     system = system_prompt()
 
-    def ask(question: str) -> list[dict]:
-        return [{"role": "system", "content": system}, {"role": "user", "content": question}]
-
-    jobs = ([(ask(f["question"]), FACT_MAX_TOKENS) for f in facts]
-            + [(ask(f["reworded"][0]), FACT_MAX_TOKENS) for f in facts]
-            + [(ask(g.prompt), GENERAL_MAX_TOKENS) for g in general])
+    jobs = ([(asked(system, f["question"]), FACT_MAX_TOKENS) for f in facts]
+            + [(asked(system, f["reworded"][0]), FACT_MAX_TOKENS) for f in facts]
+            + [(asked(system, g.prompt), GENERAL_MAX_TOKENS) for g in general])
     kind = "llamacpp" if ctx.spec.is_gguf else "transformers"
     engine = open_engine(kind, ctx.spec, ctx.workspace)
     try:
@@ -192,6 +189,11 @@ def _answers(ctx: Context, runs: dict, facts: list[dict], general) -> dict:
     return found
 
 
+def asked(system: str, question: str) -> list[dict]:
+    """A question as the app asks it: under its system prompt."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+
 def _floor(ctx: Context, general, base_rest: list[str]) -> dict:
     """The general prompts answered by the base's own weights in the transformers engine (the fp32 folder
     runs train on), scored against llama.cpp's answers as an adapter's would be."""
@@ -205,8 +207,8 @@ def _floor(ctx: Context, general, base_rest: list[str]) -> dict:
     system = system_prompt()
     engine = open_engine("transformers", resolve_model(str(folder)), ctx.workspace)
     try:
-        other = [engine.stream([{"role": "system", "content": system}, {"role": "user", "content": g.prompt}],
-                               GenParams(max_tokens=GENERAL_MAX_TOKENS)).collect().strip() for g in general]
+        other = [engine.stream(asked(system, g.prompt), GenParams(max_tokens=GENERAL_MAX_TOKENS)).collect().strip()
+                 for g in general]
     finally:
         engine.close()
     found = _general_scores(general, base_rest, other)

@@ -72,8 +72,7 @@ def train_part(ctx: Context) -> PartResult:
     ]
     part.rows += [
         Row("tokens/s: the default recipe vs before (fp32, every layer, head everywhere)", "tok/s", rates("ours"),
-            rates("before"),
-            better="higher", target=BEFORE_TARGET,
+            rates("before"), better="higher", target=BEFORE_TARGET,
             note=f"ours: {ours['precision']}, {layers}; median of {len(runs['ours'])} interleaved runs each"),
         Row("final loss: the default recipe vs before", "loss", losses("ours"), losses("before"), better="",
             note="the same learning (bench learn measures it on facts)"),
