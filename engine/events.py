@@ -91,6 +91,7 @@ class Start(Event):
     quantization: str | None = None
     precision: str | None = None
     world_size: int | None = None
+    visible_gpus: str | None = None  # CUDA_VISIBLE_DEVICES as the child saw it; None when unset
     quantized_layers: int | None = None
     step: int = 0
     max_steps: int | None = None

@@ -121,6 +121,7 @@ def run(run_dir: Path, log: EventLog, cancel: CancelToken, *, merged_chat_side: 
         "rows": len(train_rows), "val_examples": len(val_rows),
         "tokens": tokens, "epochs": cfg.epochs, "device": rt.device, "quantization": rt.quantization,
         "precision": rt.precision, "world_size": rt.world_size,
+        "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "quantized_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
     })
     trainer = build_trainer(cfg, rt, model, tokenizer, train_rows, val_rows, run_dir / CHECKPOINTS_DIR, callback)
