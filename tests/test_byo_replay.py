@@ -61,9 +61,9 @@ def chat_gguf(tmp_path_factory, tiny_model_dir):
     return out
 
 
-def _mix(gguf, tmp_path, open_base=None, **config):
+def _mix(gguf, tmp_path, open_base=None, base_id="base", **config):
     """The default recipe's mix (`config` changes it) for three corrections, built as a run builds it;
-    (mix, progress lines, the replay cache's contents)."""
+    (mix, progress lines, the replay cache `base_id`'s contents)."""
     from engine.engines import open_engine
     from engine.models import resolve_model
     from engine.prompts import system_prompt
@@ -76,9 +76,10 @@ def _mix(gguf, tmp_path, open_base=None, **config):
     said: list[str] = []
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
-    mix = sft_mix(run_dir, TrainConfig(**config), _rows(), open_base or (lambda: open_engine("llamacpp", spec, workspace)),
-                  workspace.cache_dir, "base", system_prompt(), said.append)
-    cache = json.loads((workspace.cache_dir / CACHE_FOLDER / "base.json").read_text())["answers"]
+    cfg = TrainConfig(**config)
+    opened = open_base or (lambda: open_engine("llamacpp", spec, workspace, template=cfg.template))
+    mix = sft_mix(run_dir, cfg, _rows(), opened, workspace.cache_dir, base_id, system_prompt(), said.append)
+    cache = json.loads((workspace.cache_dir / CACHE_FOLDER / f"{base_id}.json").read_text())["answers"]
     return mix, said, cache
 
 
@@ -110,6 +111,25 @@ def test_a_model_with_its_own_template_keeps_its_cut_replies_for_distillation(ch
     assert all(text and not whole for text, whole in cache.values()), "random weights: every reply is cut"
     assert len(mix.replay) == 4, "the 4 replay rows picked for training are distilled"
     assert not [line for line in said if "left out" in line]
+
+
+def test_a_template_override_gets_replay_answers_of_its_own(chat_gguf, tmp_path):
+    """The base answers differently under other turns, so `--template plain` does not distil the answers
+    it gave under its own template (nor an edited template those of before)."""
+    from engine.prompts import template_override
+    from engine.train.replay import cache_id
+
+    plain = template_override("plain")
+    assert cache_id("m", "f") == "m-f", "the default's cache keeps its name"
+    assert len({cache_id("m", "f"), cache_id("m", "f", plain), cache_id("m", "f", plain + " ")}) == 3
+    _, _, own = _mix(chat_gguf, tmp_path, paraphrase=False, base_id=cache_id("m", "f"))
+    _, said, under_plain = _mix(chat_gguf, tmp_path, paraphrase=False, template="plain",
+                                base_id=cache_id("m", "f", plain))
+    assert all(text for text, _ in own.values())
+    assert under_plain and under_plain.keys() <= own.keys(), "the same prompts, asked anew"
+    assert all(value == ["", False] for value in under_plain.values()), \
+        "under plain's turns a random base runs past its turn: not the answers it gave under its own"
+    assert [line for line in said if "left out" in line]
 
 
 @pytest.mark.slow

@@ -252,8 +252,9 @@ def _sft_mix(run_dir: Path, meta: RunConfig, cfg: TrainConfig, log: EventLog):
     """The user's examples with their rewordings and replay (engine.train.prepare), built on rank 0
     before the model is loaded for training; the listing lands in the run folder."""
     from engine.engines import open_engine
-    from engine.prompts import system_prompt
+    from engine.prompts import system_prompt, template_override
     from engine.train.prepare import sft_mix
+    from engine.train.replay import cache_id
 
     spec = resolve_model(meta.base.path)
     workspace = Workspace(run_dir.parent.parent)
@@ -262,7 +263,8 @@ def _sft_mix(run_dir: Path, meta: RunConfig, cfg: TrainConfig, log: EventLog):
         raise ChattuneError("no SFT training examples in this run's snapshot",
                             "collect some approved or corrected replies first")
     kind = "llamacpp" if spec.is_gguf else "transformers"
-    base_id = f"{spec.path.stem if spec.is_gguf else spec.path.name}-{meta.base.fingerprint}"
+    base_id = cache_id(spec.path.stem if spec.is_gguf else spec.path.name, meta.base.fingerprint,
+                       template_override(cfg.template) if cfg.template else None)
     mix = sft_mix(run_dir, cfg, user_rows, lambda: open_engine(kind, spec, workspace, template=cfg.template),
                   workspace.cache_dir, base_id, system_prompt(),
                   lambda message: log.emit("status", phase="data", message=message))
