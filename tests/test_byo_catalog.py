@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from engine.model_catalog import local_models, read_gguf_header
+from engine.gguf_header import read_gguf_header
+from engine.model_catalog import local_models
 
 
 @pytest.fixture
