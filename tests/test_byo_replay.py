@@ -113,23 +113,33 @@ def test_a_model_with_its_own_template_keeps_its_cut_replies_for_distillation(ch
     assert not [line for line in said if "left out" in line]
 
 
-def test_a_template_override_gets_replay_answers_of_its_own(chat_gguf, tmp_path):
+def test_a_template_override_gets_replay_answers_of_its_own(chat_gguf, tmp_path, monkeypatch):
     """The base answers differently under other turns, so `--template plain` does not distil the answers
     it gave under its own template (nor an edited template those of before)."""
+    from engine.models import base_cache_name, resolve_model
     from engine.prompts import template_override
-    from engine.train.replay import cache_id
 
-    plain = template_override("plain")
-    assert cache_id("m", "f") == "m-f", "the default's cache keeps its name"
-    assert len({cache_id("m", "f"), cache_id("m", "f", plain), cache_id("m", "f", plain + " ")}) == 3
-    _, _, own = _mix(chat_gguf, tmp_path, paraphrase=False, base_id=cache_id("m", "f"))
-    _, said, under_plain = _mix(chat_gguf, tmp_path, paraphrase=False, template="plain",
-                                base_id=cache_id("m", "f", plain))
+    spec = resolve_model(str(chat_gguf))
+    own_name, plain_name = base_cache_name(spec, "f"), base_cache_name(spec, "f", "plain")
+    assert own_name == f"{chat_gguf.stem}-f", "the default's cache keeps its name"
+    assert plain_name != own_name
+    _, _, own = _mix(chat_gguf, tmp_path, paraphrase=False, base_id=own_name)
+    _, said, under_plain = _mix(chat_gguf, tmp_path, paraphrase=False, template="plain", base_id=plain_name)
     assert all(text for text, _ in own.values())
     assert under_plain and under_plain.keys() <= own.keys(), "the same prompts, asked anew"
     assert all(value == ["", False] for value in under_plain.values()), \
         "under plain's turns a random base runs past its turn: not the answers it gave under its own"
     assert [line for line in said if "left out" in line]
+
+    # A template of the user's is known by its text: the same text as plain shares plain's answers,
+    # and once edited it gets answers of its own.
+    mine = tmp_path / "mine" / "prompts" / "templates" / "mine.jinja"
+    mine.parent.mkdir(parents=True)
+    mine.write_text(template_override("plain"))
+    monkeypatch.setenv("CHATTUNE_WORKSPACE", str(tmp_path / "mine"))
+    assert base_cache_name(spec, "f", "mine") == plain_name
+    mine.write_text(mine.read_text() + "\n")
+    assert base_cache_name(spec, "f", "mine") not in (plain_name, own_name)
 
 
 @pytest.mark.slow

@@ -10,16 +10,11 @@ import hashlib
 import json
 
 from engine.files import write_json_atomic
-from engine.models import ModelSpec
+from engine.models import ModelSpec, base_cache_name
 from engine.runfolder import fingerprint
 from engine.workspace import Workspace
 
 CACHE_FOLDER = "eval"
-
-
-def base_key(spec: ModelSpec) -> str:
-    """The weights' file name and fingerprint (the same identity a run records for its base)."""
-    return f"{spec.path.stem if spec.is_gguf else spec.path.name}-{fingerprint(spec.path)}"
 
 
 def answer_key(engine: str, messages: list[dict], max_tokens: int) -> str:
@@ -31,7 +26,7 @@ class BaseAnswers:
     """A dict of answer_key -> base answer, read from and saved to the cache file."""
 
     def __init__(self, workspace: Workspace, spec: ModelSpec):
-        self.path = workspace.cache_dir / CACHE_FOLDER / f"{base_key(spec)}.json"
+        self.path = workspace.cache_dir / CACHE_FOLDER / f"{base_cache_name(spec, fingerprint(spec.path))}.json"
         self.model = spec.name
         try:
             self.answers: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8"))["answers"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from engine.adapters import GGUF_FILE, PEFT_DIR
 from engine.errors import ChattuneError
 from engine.hardware import library_versions
-from engine.models import resolve_model, trainable_base
+from engine.models import base_cache_name, resolve_model, trainable_base
 from engine.runfolder import (
     CHECKPOINTS_DIR,
     SNAPSHOT_DIR,
@@ -252,9 +252,8 @@ def _sft_mix(run_dir: Path, meta: RunConfig, cfg: TrainConfig, log: EventLog):
     """The user's examples with their rewordings and replay (engine.train.prepare), built on rank 0
     before the model is loaded for training; the listing lands in the run folder."""
     from engine.engines import open_engine
-    from engine.prompts import system_prompt, template_override
+    from engine.prompts import system_prompt
     from engine.train.prepare import sft_mix
-    from engine.train.replay import cache_id
 
     spec = resolve_model(meta.base.path)
     workspace = Workspace(run_dir.parent.parent)
@@ -263,10 +262,8 @@ def _sft_mix(run_dir: Path, meta: RunConfig, cfg: TrainConfig, log: EventLog):
         raise ChattuneError("no SFT training examples in this run's snapshot",
                             "collect some approved or corrected replies first")
     kind = "llamacpp" if spec.is_gguf else "transformers"
-    base_id = cache_id(spec.path.stem if spec.is_gguf else spec.path.name, meta.base.fingerprint,
-                       template_override(cfg.template) if cfg.template else None)
     mix = sft_mix(run_dir, cfg, user_rows, lambda: open_engine(kind, spec, workspace, template=cfg.template),
-                  workspace.cache_dir, base_id, system_prompt(),
+                  workspace.cache_dir, base_cache_name(spec, meta.base.fingerprint, cfg.template), system_prompt(),
                   lambda message: log.emit("status", phase="data", message=message))
     log.emit("data", **mix.counts())
     if len(user_rows) < FEW_EXAMPLES:

@@ -7,9 +7,8 @@ adapter to what the base already did everywhere else.
 
 The prompts ship in prompts/replay/general.jsonl and are disjoint from the forgetting check's
 prompts/eval/general.jsonl (a test fails if they overlap), so the scorecard stays honest. The
-base's answers never change, so they are cached once per base model (and per chat template, when
---template overrides the model's: the base answers differently under other turns) in
-<workspace>/cache/replay/.
+base's answers never change, so they are cached once per base model (and per chat template when
+--template overrides the model's: engine.models.base_cache_name) in <workspace>/cache/replay/.
 
 A base model (one the chat gives a stand-in template) does not know the template's turns yet: it
 answers past its turn, repeating the prompt, until max_tokens. Such a reply is not an answer, so it
@@ -41,14 +40,6 @@ def replay_prompts() -> list[str]:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ChattuneError(f"cannot read the replay prompts {path} ({err})",
                             "reinstall chattune, or run with --no-replay") from err
-
-
-def cache_id(model_name: str, fingerprint: str, template_text: str | None = None) -> str:
-    """The replay cache's name for a base model: its name and fingerprint, and under a --template
-    override a hash of that template's text (an edited template gets new answers too)."""
-    if template_text is None:
-        return f"{model_name}-{fingerprint}"
-    return f"{model_name}-{fingerprint}-t{hashlib.sha256(template_text.encode('utf-8')).hexdigest()[:12]}"
 
 
 def _key(messages: list[dict], max_tokens: int) -> str:
