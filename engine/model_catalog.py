@@ -190,7 +190,6 @@ def listed_by_child(workspace_root: Path) -> list[dict]:
     """Every model `chattune models` lists for this workspace, numbered as it numbers them (from 1), from
     a `chattune models --json` child: reading the architectures the GGUF converter knows loads torch,
     which the app's process never does."""
-
     cmd = [sys.executable, "-m", "engine.cli", "--workspace", str(workspace_root), "models", "--json"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=LIST_TIMEOUT_S, stdin=subprocess.DEVNULL)
@@ -206,7 +205,6 @@ def listed_model(model: str | None, entries) -> str | None:
     """`--model N` (every front end): the Nth model `chattune models` lists, numbered from 1, as the
     path to open (None for the embedded one, the default); any other value is left as it is.
     `entries()` gives the list as dicts (ModelEntry.as_dict()); it is called only for a number."""
-
     if model is None or not model.isdigit() or Path(model).exists():
         return model
     listed = entries()
