@@ -51,17 +51,23 @@ def _chat(question: str) -> list[dict]:
     return [{"role": "user", "content": question}]
 
 
-@pytest.fixture(scope="module")
-def tiny_eval_ws(tmp_path_factory, tiny_model_dir) -> Workspace:
-    """A workspace with a store (test split filled) and two runs on the tiny model: 'same' (identity
-    LoRA) and 'noisy' (large random LoRA), each evaluated once here."""
-    workspace = Workspace.open(tmp_path_factory.mktemp("eval-tiny-ws"))
+def _zorb_workspace(root: Path) -> Workspace:
+    """A workspace whose store holds 14 approved zorb-number replies, the last 4 in the test split."""
+    workspace = Workspace.open(root)
     with FeedbackStore(workspace.db_path) as store:
         for i in range(14):
             added = store.add_feedback("approved", _chat(f"What is the zorb number of planet {i}?"),
                                        f"Planet {i} has zorb number {i * 7}.")
             if i >= 10:
                 store.set_split(added.id, "test")  # the user's exam: held out of every run
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def tiny_eval_ws(tmp_path_factory, tiny_model_dir) -> Workspace:
+    """A workspace with a store (test split filled) and two runs on the tiny model: 'same' (identity
+    LoRA) and 'noisy' (large random LoRA), each evaluated once here."""
+    workspace = _zorb_workspace(tmp_path_factory.mktemp("eval-tiny-ws"))
     make_run(workspace, "same", tiny_model_dir, identity_lora(tiny_model_dir))
     make_run(workspace, "noisy", tiny_model_dir, lambda run_dir: random_lora(tiny_model_dir, run_dir, seed=3))
     return workspace
@@ -116,6 +122,29 @@ def test_scorecard_files_and_staleness(tiny_eval_ws, tiny_cards):
     assert len(cache) == 1 and json.loads(cache[0].read_text())["answers"]
     assert not is_current({**card, "adapter_fingerprint": "other"}, run_dir)
     assert load_scorecard(tiny_eval_ws.run_dir("same").parent / "missing") is None
+
+
+def test_a_run_under_another_template_is_scored_against_the_base_under_it(tmp_path, tiny_model_dir):
+    """A run trained with --template is answered under that template, so its base side is too: an
+    adapter that changes nothing answers as the base does, though the base answered otherwise under its
+    own template for an earlier run (the cache of that run's base answers is not read)."""
+    from engine.files import write_json_atomic
+
+    workspace = _zorb_workspace(tmp_path / "ws")
+    own = evaluate_run(workspace, make_run(workspace, "own", tiny_model_dir, identity_lora(tiny_model_dir)),
+                       general_limit=GENERAL)
+    run_dir = make_run(workspace, "plain", tiny_model_dir, identity_lora(tiny_model_dir))
+    config = json.loads((run_dir / "config.json").read_text())
+    config["config"]["template"] = "plain"
+    write_json_atomic(run_dir / "config.json", config)
+    card = evaluate_run(workspace, run_dir, general_limit=GENERAL)
+    under_plain = [(e["base_answer"], e["adapter_answer"]) for e in card["heldout"]["examples"]]
+    assert all(base == adapter for base, adapter in under_plain), under_plain
+    assert [base for base, _ in under_plain] != [e["base_answer"] for e in own["heldout"]["examples"]], \
+        "the tiny base answers otherwise under plain's turns (else this test shows nothing)"
+    forgetting = card["forgetting"]
+    assert (forgetting["kept"], forgetting["changed"]) == (GENERAL, [])
+    assert len(list((workspace.cache_dir / "eval").glob("*.json"))) == 2, "one per template"
 
 
 def test_summary_rows_for_the_runs_screen(tiny_eval_ws, tiny_cards):

@@ -1,4 +1,5 @@
-"""The base model's greedy answers, recorded once per base model in <workspace>/cache/eval/<base-key>.json.
+"""The base model's greedy answers, recorded once per base model (and per --template override: the base
+answers otherwise under other turns) in <workspace>/cache/eval/<base_cache_name>.json.
 
 The base never changes, so every later run's forgetting check reuses its answers. An answer is keyed by
 everything that shapes it (engine, messages, token limit), so a changed prompt set just misses the cache.
@@ -25,8 +26,9 @@ def answer_key(engine: str, messages: list[dict], max_tokens: int) -> str:
 class BaseAnswers:
     """A dict of answer_key -> base answer, read from and saved to the cache file."""
 
-    def __init__(self, workspace: Workspace, spec: ModelSpec):
-        self.path = workspace.cache_dir / CACHE_FOLDER / f"{base_cache_name(spec, fingerprint(spec.path))}.json"
+    def __init__(self, workspace: Workspace, spec: ModelSpec, template: str | None = None):
+        name = base_cache_name(spec, fingerprint(spec.path), template)
+        self.path = workspace.cache_dir / CACHE_FOLDER / f"{name}.json"
         self.model = spec.name
         try:
             self.answers: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8"))["answers"]

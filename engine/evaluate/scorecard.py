@@ -131,7 +131,7 @@ def _answers(workspace, run: RunInputs, kind: str, items, prompts, taught, rewor
     general_jobs = [([{"role": "system", "content": system}, {"role": "user", "content": p.prompt}],
                      GENERAL_MAX_TOKENS) for p in prompts]
     held_jobs = [(item.messages, heldout_max_tokens(item.reference)) for item in items]
-    cache = BaseAnswers(workspace, run.spec)
+    cache = BaseAnswers(workspace, run.spec, run.template)  # the base under the run's template
     engine = open_engine(kind, run.spec, workspace, template=run.template)
     try:
         engine.load_adapter(run.adapter)
