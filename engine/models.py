@@ -43,7 +43,7 @@ def base_cache_name(spec: ModelSpec, fingerprint: str, template: str | None = No
     name and fingerprint, and under a --template override a hash of that template's text (the base
     answers otherwise under other turns, and an edited template gets new answers too)."""
     name = f"{spec.path.stem if spec.is_gguf else spec.path.name}-{fingerprint}"
-    if template is None:
+    if not template:  # None or "": the model's own, as in choose_template
         return name
     return f"{name}-t{hashlib.sha256(template_override(template).encode('utf-8')).hexdigest()[:12]}"
 

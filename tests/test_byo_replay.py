@@ -122,6 +122,7 @@ def test_a_template_override_gets_replay_answers_of_its_own(chat_gguf, tmp_path,
     spec = resolve_model(str(chat_gguf))
     own_name, plain_name = base_cache_name(spec, "f"), base_cache_name(spec, "f", "plain")
     assert own_name == f"{chat_gguf.stem}-f", "the default's cache keeps its name"
+    assert base_cache_name(spec, "f", "") == own_name, "no template named (the t dialog's empty field)"
     assert plain_name != own_name
     _, _, own = _mix(chat_gguf, tmp_path, paraphrase=False, base_id=own_name)
     _, said, under_plain = _mix(chat_gguf, tmp_path, paraphrase=False, template="plain", base_id=plain_name)
